@@ -1,0 +1,202 @@
+"""The local dev chain: a SQLite file that every local process (API, miners, validators) shares.
+
+Block height follows the wall clock (one block every BLOCK_TIME_SECONDS since the chain was
+created) plus an offset that `advance` raises, so tests and demos can jump ahead. It records
+registrations (uid, hotkey, role, stake) and the weights validators set; nothing is signed, since
+only local processes can reach the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from quasar.chain.base import ChainUnavailable, Metagraph, Neuron, WeightsRejected
+
+Role = Literal["miner", "validator", "owner"]
+ROLES: tuple[str, ...] = ("miner", "validator", "owner")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chain_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS neurons (
+    uid INTEGER PRIMARY KEY,
+    hotkey TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    stake REAL NOT NULL DEFAULT 0,
+    axon_ip TEXT,
+    axon_port INTEGER,
+    registered_block INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS weights (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    block INTEGER NOT NULL,
+    hotkey TEXT NOT NULL,
+    uids TEXT NOT NULL,
+    weights TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class WeightRecord:
+    block: int
+    hotkey: str
+    uids: list[int]
+    weights: list[float]
+
+
+def _hotkey_of(wallet: object) -> str:
+    """SS58 of a Wallet, a Keypair or a plain address string."""
+    if isinstance(wallet, str):
+        return wallet
+    hotkey = getattr(wallet, "hotkey", wallet)
+    address = getattr(hotkey, "ss58_address", None)
+    if not address:
+        raise TypeError(f"cannot find a hotkey address on {type(wallet).__name__}")
+    return str(address)
+
+
+class DevChain:
+    """The embedded chain. Safe to use from several processes at once (SQLite WAL, busy timeout)."""
+
+    def __init__(self, path: str | Path, *, netuid: int = 24, block_time_seconds: float = 1.0) -> None:
+        self.path = Path(path)
+        self.netuid = netuid
+        self.block_time_seconds = block_time_seconds
+
+    # --- storage ------------------------------------------------------------------------------
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise ChainUnavailable(f"cannot open the dev chain at {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("SELECT 1 FROM chain_meta WHERE key='genesis'").fetchone() is None:
+                conn.execute("INSERT INTO chain_meta VALUES ('genesis', ?)", (repr(time.time()),))
+                conn.execute("INSERT INTO chain_meta VALUES ('offset', '0')")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise ChainUnavailable(f"dev chain at {self.path} failed: {exc}") from exc
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _block(conn: sqlite3.Connection, block_time: float) -> int:
+        meta = dict(conn.execute("SELECT key, value FROM chain_meta").fetchall())
+        elapsed = max(0.0, time.time() - float(meta["genesis"]))
+        return math.floor(elapsed / block_time) + int(meta["offset"])
+
+    # --- Chain protocol -----------------------------------------------------------------------
+    def init(self) -> int:
+        """Create the chain file if needed; returns the current block."""
+        return self.current_block()
+
+    def current_block(self) -> int:
+        with self._connect() as conn:
+            return self._block(conn, self.block_time_seconds)
+
+    def metagraph(self) -> Metagraph:
+        with self._connect() as conn:
+            block = self._block(conn, self.block_time_seconds)
+            rows = conn.execute(
+                "SELECT uid, hotkey, role, stake, axon_ip, axon_port FROM neurons ORDER BY uid"
+            ).fetchall()
+        neurons = tuple(
+            Neuron(
+                uid=uid,
+                hotkey=hotkey,
+                stake=stake,
+                validator_permit=role == "validator",
+                axon_ip=axon_ip,
+                axon_port=axon_port,
+            )
+            for uid, hotkey, role, stake, axon_ip, axon_port in rows
+        )
+        owner = next((row[1] for row in rows if row[2] == "owner"), None)
+        return Metagraph(netuid=self.netuid, block=block, neurons=neurons, owner_hotkey=owner)
+
+    def set_weights(self, wallet: object, uids: Sequence[int], weights: Sequence[float]) -> str:
+        hotkey = _hotkey_of(wallet)
+        if len(uids) != len(weights):
+            raise WeightsRejected("uids and weights differ in length")
+        with self._connect() as conn:
+            role = conn.execute("SELECT role FROM neurons WHERE hotkey=?", (hotkey,)).fetchone()
+            if role is None or role[0] not in ("validator", "owner"):
+                raise WeightsRejected(f"{hotkey} is not a registered validator on the dev chain")
+            block = self._block(conn, self.block_time_seconds)
+            conn.execute(
+                "INSERT INTO weights (block, hotkey, uids, weights) VALUES (?, ?, ?, ?)",
+                (block, hotkey, json.dumps(list(map(int, uids))), json.dumps(list(map(float, weights)))),
+            )
+        return str(block)
+
+    # --- dev-only operations ------------------------------------------------------------------
+    def register(self, hotkey: str, role: Role, *, stake: float = 0.0) -> int:
+        """Register (or update the role and stake of) a hotkey; returns its uid."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        with self._connect() as conn:
+            block = self._block(conn, self.block_time_seconds)
+            row = conn.execute("SELECT uid FROM neurons WHERE hotkey=?", (hotkey,)).fetchone()
+            if row is not None:
+                conn.execute("UPDATE neurons SET role=?, stake=? WHERE uid=?", (role, stake, row[0]))
+                return int(row[0])
+            uid = conn.execute("SELECT COALESCE(MAX(uid) + 1, 0) FROM neurons").fetchone()[0]
+            conn.execute(
+                "INSERT INTO neurons (uid, hotkey, role, stake, registered_block) VALUES (?, ?, ?, ?, ?)",
+                (uid, hotkey, role, stake, block),
+            )
+            return int(uid)
+
+    def serve(self, hotkey: str, ip: str, port: int) -> None:
+        """Publish a neuron's address, as ServeAxon does on a real chain."""
+        with self._connect() as conn:
+            updated = conn.execute(
+                "UPDATE neurons SET axon_ip=?, axon_port=? WHERE hotkey=?", (ip, port, hotkey)
+            ).rowcount
+        if not updated:
+            raise ValueError(f"{hotkey} is not registered on the dev chain")
+
+    def advance(self, blocks: int) -> int:
+        """Move the chain `blocks` ahead of the wall clock; returns the new block."""
+        if blocks < 0:
+            raise ValueError("the chain only moves forward")
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE chain_meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) WHERE key='offset'",
+                (blocks,),
+            )
+            return self._block(conn, self.block_time_seconds)
+
+    def weights(self, hotkey: str | None = None) -> list[WeightRecord]:
+        """Weights recorded on the chain, oldest first (optionally of one validator)."""
+        query = "SELECT block, hotkey, uids, weights FROM weights"
+        args: tuple[str, ...] = ()
+        if hotkey is not None:
+            query += " WHERE hotkey=?"
+            args = (hotkey,)
+        with self._connect() as conn:
+            rows = conn.execute(query + " ORDER BY id", args).fetchall()
+        return [WeightRecord(b, h, json.loads(u), json.loads(w)) for b, h, u, w in rows]

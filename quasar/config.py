@@ -1,0 +1,202 @@
+"""Every setting of the subnet, read once from the environment and `.env` (pydantic-settings).
+
+This is the only module that reads configuration. Names match the original subnet's environment
+variables where one existed (DATABASE_URL, PORT, BLOCKS_UNTIL_REVEAL, ...) so existing `.env` files
+keep working; the settings new to this project are named in DESIGN §4.
+
+Two profiles: `SUBTENSOR_NETWORK=embedded` (the default) runs everything on one machine against the
+local dev chain with short timings; any other network (`finney`, `test`, `local`, `ws://...`) is a
+real chain with production timings. A setting given explicitly always wins over the profile.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_NETWORK = "embedded"
+
+# Values that differ between the embedded (local) profile and a real chain. A key present in the
+# environment overrides both.
+_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "embedded": {
+        "block_time_seconds": 1.0,
+        "blocks_until_reveal": 5,
+        "reveal_window_blocks": 100,
+        "round_blocks": 120,
+        "evaluations_per_submission": 1,
+        "auto_rounds": True,
+        "min_validator_stake": 0.0,
+    },
+    "chain": {
+        "block_time_seconds": 12.0,
+        "blocks_until_reveal": 100,
+        "reveal_window_blocks": 600,
+        "round_blocks": 7200,
+        "evaluations_per_submission": 3,
+        "auto_rounds": True,
+        "min_validator_stake": 1000.0,
+    },
+}
+
+
+class Settings(BaseSettings):
+    """All settings. Field names are the lower-case form of the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- where local state lives -------------------------------------------------------------
+    quasar_home: Path = Field(
+        Path(".quasar"),
+        description="Directory for embedded state (database, dev chain, dev hotkeys, miner state). "
+        "Relative paths are under the current directory, so two checkouts never share state.",
+    )
+
+    # --- chain ---------------------------------------------------------------------------------
+    subtensor_network: str = Field(
+        EMBEDDED_NETWORK,
+        description="'embedded' (local dev chain), 'finney', 'test', 'local' or a ws:// URL.",
+    )
+    netuid: int = Field(24, description="Subnet uid on the chain.")
+    block_time_seconds: float | None = Field(None, description="Seconds per block (embedded 1, chain 12).")
+    dev_chain_path: Path | None = Field(
+        None, description="SQLite file of the embedded dev chain (default QUASAR_HOME/devchain.sqlite)."
+    )
+    chain_retry_seconds: float = Field(5.0, description="Wait between retries when the chain is unreachable.")
+    metagraph_ttl_seconds: float = Field(30.0, description="How long the API caches the metagraph.")
+
+    # --- wallets -------------------------------------------------------------------------------
+    wallet_path: Path | None = Field(
+        None,
+        description="Bittensor wallet directory (default ~/.bittensor/wallets; embedded: QUASAR_HOME/wallets).",
+    )
+    wallet_miner_name: str = "quasar_miner"
+    wallet_validator_name: str = "quasar_validator"
+    wallet_hotkey: str = "default"
+    api_wallet_name: str = Field("quasar_api", description="Wallet whose hotkey signs as the API.")
+    api_wallet_hotkey: str = "default"
+
+    # --- Validator API -------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite under QUASAR_HOME. postgres:// is accepted."
+    )
+    validator_api_url: str = "http://localhost:8000"
+    host: str = "0.0.0.0"
+    port: int = 8000
+    owner_hotkey: str | None = Field(None, description="SS58 hotkey allowed on owner endpoints.")
+    burn_uid: int = Field(0, description="uid that receives the weight nobody earned.")
+    win_margin: float = Field(0.01, description="A submission counts only if speed-up >= 1 + WIN_MARGIN.")
+    weight_split: list[float] = Field(
+        [0.60, 0.25, 0.10, 0.05], description="Weight shares of the best distinct hotkeys, best first."
+    )
+    min_validator_stake: float | None = Field(
+        None, description="Stake that grants the validator role without a validator permit."
+    )
+    evaluations_per_submission: int | None = Field(None, description="Validator jobs per revealed submission.")
+    max_job_attempts: int = Field(3, description="Error verdicts before a submission ends as unevaluable.")
+    job_lease_seconds: int = Field(900, description="Lease on a claimed job; extended by heartbeats.")
+    blocks_until_reveal: int | None = Field(None, description="Blocks between commit and earliest reveal.")
+    reveal_window_blocks: int | None = Field(None, description="Blocks after the reveal block a reveal is accepted.")
+    round_blocks: int | None = Field(None, description="Length of an automatically opened round.")
+    auto_rounds: bool | None = Field(None, description="Open and finalize rounds automatically.")
+    target_sequence_length: int = Field(100_000, description="T of the benchmark shape.")
+    auth_max_age_seconds: float = Field(30.0, description="Freshness window of signed requests.")
+    auth_allowed_skew_seconds: float = Field(5.0, description="Allowed forward clock skew of signed requests.")
+    max_body_bytes: int = Field(64 * 1024, description="Largest request body the API accepts.")
+    allowed_repo_hosts: list[str] = Field(
+        ["github.com", "gitlab.com", "huggingface.co"],
+        description="Hosts a repo_url may name outside development mode.",
+    )
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    # --- development / safety ------------------------------------------------------------------
+    quasar_dev_mode: bool | None = Field(
+        None,
+        description="Allow local paths, file://, plain http and private hosts in URLs "
+        "(default: on with the embedded chain, off otherwise).",
+    )
+    quasar_allow_unsandboxed: bool = Field(
+        False, description="Run miner code without a sandbox. Never implied by development mode."
+    )
+
+    # --- miner ---------------------------------------------------------------------------------
+    github_token: str | None = None
+    github_username: str | None = None
+    github_fork_name: str = "flash-linear-attention"
+    git_remote_url: str | None = Field(None, description="Any git remote to push to instead of GitHub.")
+    target_repo_url: str = "https://github.com/troy12x/flash-linear-attention"
+    agent_iterations: int = 100
+    optimization_interval: int = Field(300, description="Seconds between miner optimization cycles.")
+    miner_inference_port: int = 8001
+    docker_username: str | None = None
+
+    # --- verification / inference --------------------------------------------------------------
+    enable_logit_verification: bool = True
+    model_name: str | None = Field(None, description="Model the miner serves (HF id or local path).")
+    reference_model: str | None = Field(None, description="Model validators check logits against.")
+    cosine_sim_threshold: float | None = Field(None, description="Extra gate on raw-logit cosine.")
+    max_abs_diff_threshold: float | None = Field(None, description="Extra gate on raw-logit max-abs-diff.")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        # Render and Heroku hand out postgres:// URLs; SQLAlchemy needs the driver named.
+        if value is None:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @model_validator(mode="after")
+    def _apply_profile(self) -> Settings:
+        profile = _PROFILE_DEFAULTS["embedded" if self.is_embedded else "chain"]
+        for name, value in profile.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.quasar_dev_mode is None:
+            object.__setattr__(self, "quasar_dev_mode", self.is_embedded)
+        home = self.quasar_home
+        if self.database_url is None:
+            object.__setattr__(self, "database_url", f"sqlite:///{home / 'validator_api.db'}")
+        if self.dev_chain_path is None:
+            object.__setattr__(self, "dev_chain_path", home / "devchain.sqlite")
+        if self.wallet_path is None:
+            wallets = home / "wallets" if self.is_embedded else Path("~/.bittensor/wallets").expanduser()
+            object.__setattr__(self, "wallet_path", wallets)
+        tiny = str(home / "tiny-model")
+        default_model = tiny if self.is_embedded else "Qwen/Qwen2.5-0.5B-Instruct"
+        if self.model_name is None:
+            object.__setattr__(self, "model_name", default_model)
+        if self.reference_model is None:
+            object.__setattr__(self, "reference_model", default_model)
+        if abs(sum(self.weight_split) - 1.0) > 1e-6 or any(w < 0 for w in self.weight_split):
+            raise ValueError("WEIGHT_SPLIT must be non-negative shares that add up to 1")
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.subtensor_network == EMBEDDED_NETWORK
+
+    @property
+    def dev_mode(self) -> bool:
+        return bool(self.quasar_dev_mode)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests build `Settings(...)` directly instead."""
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (for CLIs that change the environment before reading them)."""
+    get_settings.cache_clear()
