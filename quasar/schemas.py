@@ -1,0 +1,223 @@
+"""Wire shapes of the Validator API (HTTP contract v1), shared by the server and the client.
+
+Fields may be added freely; none is ever renamed (other teams code against these). Hashes and
+salts are lowercase hex, blocks are ints, times are ISO-8601 UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
+
+RoundStatus = Literal["open", "finalized"]
+SubmissionStatus = Literal["committed", "revealed", "evaluating", "scored", "rejected", "expired", "duplicate"]
+Verdict = Literal["pass", "fail", "error"]
+JobStatus = Literal["queued", "claimed", "done"]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class RequestModel(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is an error rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors ------------------------------------------------------------------------------------
+class ErrorBody(WireModel):
+    code: str = Field(description="Stable snake_case error code.")
+    detail: str = Field(description="What went wrong and what to do, for people.")
+    request_id: str | None = None
+
+
+# --- service -----------------------------------------------------------------------------------
+class Health(WireModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unavailable"]
+    chain: Literal["ok", "unavailable"]
+    block: int | None = None
+
+
+class Info(WireModel):
+    api_hotkey: str
+    netuid: int
+    network: str
+    version: str
+    min_client_version: str
+    blocks_until_reveal: int
+    reveal_window_blocks: int
+    block_time_seconds: float | None = None
+    current_block: int | None = None
+
+
+# --- rounds ------------------------------------------------------------------------------------
+class TargetShape(WireModel):
+    batch: int = Field(1, ge=1)
+    seq_len: int = Field(100_000, ge=1)
+    heads: int = Field(8, ge=1)
+    head_dim_k: int = Field(64, ge=1)
+    head_dim_v: int = Field(64, ge=1)
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+class RoundCreate(RequestModel):
+    duration_blocks: int = Field(ge=1, le=10_000_000)
+    target_shape: TargetShape | None = None
+
+
+class Round(WireModel):
+    id: int
+    status: RoundStatus
+    start_block: int
+    end_block: int
+    target_shape: TargetShape
+    baseline_ms: float | None = None
+    winner_hotkey: str | None = None
+    finalized_block: int | None = None
+
+
+class RoundPage(WireModel):
+    items: list[Round]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- submissions -------------------------------------------------------------------------------
+class CommitRequest(RequestModel):
+    commitment_hash: Sha256Hex
+
+
+class CommitResponse(WireModel):
+    submission_id: int
+    round_id: int
+    commit_block: int
+    reveal_block: int
+    reveal_deadline_block: int
+
+
+class RevealPayload(RequestModel):
+    repo_url: str = Field(min_length=1, max_length=512)
+    commit_sha: CommitSha
+    inference_url: str | None = Field(None, max_length=512)
+
+    @field_validator("commit_sha", mode="before")
+    @classmethod
+    def _sha_is_lowercase(cls, value: Any) -> Any:
+        if isinstance(value, str) and not HEX40.match(value):
+            raise ValueError("commit_sha must be 40 lowercase hex characters (a full git SHA-1)")
+        return value
+
+
+class RevealRequest(RequestModel):
+    salt: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="The 32-byte salt used in the commitment, as 64 lowercase hex characters."
+    )
+    payload: RevealPayload
+
+
+class Submission(WireModel):
+    id: int
+    round_id: int
+    hotkey: str
+    status: SubmissionStatus
+    commitment_hash: str
+    commit_block: int
+    reveal_block: int
+    reveal_deadline_block: int
+    revealed_block: int | None = None
+    repo_url: str | None = None
+    commit_sha: str | None = None
+    inference_url: str | None = None
+    kernel_tree_hash: str | None = None
+    duplicate_of: int | None = None
+    score: float | None = Field(None, description="Median speed-up over the baseline across results.")
+    median_ms: float | None = None
+    reason: str | None = None
+    created_at: datetime | None = None
+
+
+# --- jobs --------------------------------------------------------------------------------------
+class Job(WireModel):
+    job_id: int
+    submission_id: int
+    round_id: int
+    repo_url: str
+    commit_sha: str
+    inference_url: str | None = None
+    miner_hotkey: str
+    target_shape: TargetShape
+    attempt: int
+    lease_expires_at: datetime
+    lease_seconds: int
+
+
+class Heartbeat(WireModel):
+    job_id: int
+    lease_expires_at: datetime
+
+
+class LogitCheck(WireModel):
+    verdict: Verdict
+    reason: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class JobResult(RequestModel):
+    verdict: Verdict
+    reason: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    detail: str | None = Field(None, max_length=4000)
+    median_ms: float | None = Field(None, gt=0)
+    baseline_ms: float | None = Field(None, gt=0)
+    speedup: float | None = Field(None, gt=0)
+    max_rel_error: float | None = Field(None, ge=0)
+    peak_mem_mb: float | None = Field(None, ge=0)
+    kernel_tree_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40,64}$")] | None = None
+    logit_check: LogitCheck | None = None
+    report: dict[str, Any] | None = Field(None, description="The full evaluation report, kept for audit.")
+
+
+class JobResultAccepted(WireModel):
+    job_id: int
+    submission_id: int
+    verdict: Verdict
+    submission_status: SubmissionStatus
+    requeued: bool = False
+
+
+# --- scores ------------------------------------------------------------------------------------
+class LeaderboardEntry(WireModel):
+    rank: int | None
+    submission_id: int
+    hotkey: str
+    status: SubmissionStatus
+    score: float | None
+    median_ms: float | None
+    correct: bool | None
+    verified: bool | None
+    counted: bool
+    reason: str | None = None
+    commit_block: int
+
+
+class Leaderboard(WireModel):
+    round_id: int | None
+    entries: list[LeaderboardEntry]
+
+
+class Weights(WireModel):
+    round_id: int | None
+    uids: list[int]
+    weights: list[float]
+    hotkeys: list[str | None]
