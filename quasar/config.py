@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     wallet_miner_name: str = "quasar_miner"
     wallet_validator_name: str = "quasar_validator"
     wallet_hotkey: str = "default"
+    owner_wallet_name: str = Field("quasar_owner", description="Wallet used by `quasar round ...` (owner).")
     api_wallet_name: str = Field("quasar_api", description="Wallet whose hotkey signs as the API.")
     api_wallet_hotkey: str = "default"
 

@@ -1,0 +1,43 @@
+# Two commands a new user needs (README, Quick start): `make demo` and `make test`.
+# Each makes its own virtualenv (.venv) on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build of PyTorch: an unpinned `torch` would pull a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.PHONY: help venv demo test lint clean
+
+help:
+	@echo "make demo   - run the local subnet on embedded defaults (Ctrl-C stops it)"
+	@echo "make test   - install what is needed and run the test suite"
+	@echo "make lint   - ruff"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/quasar local up $(DEMO_ARGS)
+
+# pytest exits 5 when it collects no tests; that is a failure of the suite, say so plainly.
+test: $(STAMP)
+	bash scripts/test-prereqs.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .quasar .pytest_cache .ruff_cache

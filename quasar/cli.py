@@ -1,0 +1,259 @@
+"""The `quasar` command: one entry point per role plus the owner's and developer's tools.
+
+Each subcommand is thin: it reads settings from `quasar.config`, then calls the module that does
+the work. `--json` output is JSON alone on stdout; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from quasar.chain.cli import app as chain_app
+from quasar.config import Settings, get_settings
+from quasar.local import app as local_app
+
+app = typer.Typer(
+    name="quasar",
+    help="QUASAR subnet: Validator API, dev chain, kernel benchmark and owner tools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database migrations of the Validator API.", no_args_is_help=True)
+wallet_app = typer.Typer(help="Development hotkeys (offline, no prompts).", no_args_is_help=True)
+round_app = typer.Typer(help="Rounds (owner): create, finalize, list.", no_args_is_help=True)
+kernel_app = typer.Typer(help="The kernel repository miners start from.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(wallet_app, name="wallet")
+app.add_typer(round_app, name="round")
+app.add_typer(kernel_app, name="kernel")
+app.add_typer(chain_app, name="chain", help="The local dev chain (embedded profile).")
+app.add_typer(local_app, name="local", help="The whole subnet on this machine (embedded profile).")
+
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic's ValidationError names the bad variable
+        _fail(f"invalid settings: {exc}", 2)
+
+
+# --- the Validator API -----------------------------------------------------------------------------
+@app.command("api")
+def api_command(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    reload: Annotated[bool, typer.Option(help="Reload on code changes (development).")] = False,
+) -> None:
+    """Serve the Validator API (the same app as `uvicorn validator_api.app:app`)."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "validator_api.app:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        reload=reload,
+        proxy_headers=True,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the database migrations (safe to run again; it only moves forward)."""
+    from validator_api.migrate import upgrade
+
+    settings = _settings()
+    assert settings.database_url is not None
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url, revision)
+    err.print(f"database at {_redact(settings.database_url)} is at revision {revision}")
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- wallets ---------------------------------------------------------------------------------------
+@wallet_app.command("create")
+def wallet_create(
+    name: Annotated[str, typer.Option(help="Wallet (coldkey) name.")] = "quasar_miner",
+    hotkey: Annotated[str, typer.Option(help="Hotkey name.")] = "default",
+    path: Annotated[Path | None, typer.Option(help="Wallet directory (default WALLET_PATH).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Create an unencrypted development hotkey offline; prints its SS58 address."""
+    from quasar.wallets import create_dev_wallet
+
+    settings = _settings()
+    where = path or settings.wallet_path
+    assert where is not None
+    wallet = create_dev_wallet(name, hotkey, where, overwrite=overwrite)
+    address = wallet.hotkey.ss58_address
+    if as_json:
+        _print_json({"name": name, "hotkey": hotkey, "path": str(where), "ss58_address": address})
+    else:
+        err.print(f"wallet [bold]{name}/{hotkey}[/] under {where}")
+        typer.echo(address)
+
+
+# --- rounds (owner) ----------------------------------------------------------------------------------
+def _owner_client(settings: Settings, wallet_name: str | None, hotkey: str | None, api_url: str | None):
+    from quasar.client import ValidatorApiClient
+    from quasar.wallets import WalletNotFound, load_wallet
+
+    assert settings.wallet_path is not None
+    try:
+        wallet = load_wallet(
+            wallet_name or settings.owner_wallet_name, hotkey or settings.wallet_hotkey, settings.wallet_path
+        )
+    except WalletNotFound as exc:
+        _fail(str(exc), 2)
+    return ValidatorApiClient(api_url or settings.validator_api_url, wallet)
+
+
+WalletNameOpt = Annotated[str | None, typer.Option("--wallet.name", help="Owner wallet (OWNER_WALLET_NAME).")]
+WalletHotkeyOpt = Annotated[str | None, typer.Option("--wallet.hotkey", help="Hotkey (WALLET_HOTKEY).")]
+ApiUrlOpt = Annotated[str | None, typer.Option("--api-url", help="Validator API (VALIDATOR_API_URL).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+
+
+def _round_table(rounds: list[Any]) -> Table:
+    table = Table("id", "status", "start", "end", "shape", "baseline ms", "winner")
+    for r in rounds:
+        shape = r.target_shape
+        table.add_row(
+            str(r.id),
+            r.status,
+            str(r.start_block),
+            str(r.end_block),
+            f"B{shape.batch} T{shape.seq_len} H{shape.heads} K{shape.head_dim_k} V{shape.head_dim_v} {shape.dtype}",
+            "-" if r.baseline_ms is None else f"{r.baseline_ms:.3f}",
+            r.winner_hotkey or "-",
+        )
+    return table
+
+
+def _call_api(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from quasar.client import ApiError
+
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as exc:
+        _fail(f"{exc.code}: {exc.detail}")
+
+
+@round_app.command("create")
+def round_create(
+    duration_blocks: Annotated[int | None, typer.Option(help="Length in blocks (default ROUND_BLOCKS).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="T of the target shape (default TARGET_SEQUENCE_LENGTH).")] = None,
+    wallet_name: WalletNameOpt = None,
+    wallet_hotkey: WalletHotkeyOpt = None,
+    api_url: ApiUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a round now (owner only)."""
+    from quasar.schemas import TargetShape
+
+    settings = _settings()
+    client = _owner_client(settings, wallet_name, wallet_hotkey, api_url)
+    shape = TargetShape(seq_len=seq_len or settings.target_sequence_length)
+    created = _call_api(client.create_round, duration_blocks or settings.round_blocks, shape)
+    _print_json(created.model_dump(mode="json")) if as_json else Console().print(_round_table([created]))
+
+
+@round_app.command("finalize")
+def round_finalize(
+    round_id: Annotated[int, typer.Argument(help="Round to finalize.")],
+    wallet_name: WalletNameOpt = None,
+    wallet_hotkey: WalletHotkeyOpt = None,
+    api_url: ApiUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Finalize a round now and fix its weights (owner only)."""
+    settings = _settings()
+    client = _owner_client(settings, wallet_name, wallet_hotkey, api_url)
+    done = _call_api(client.finalize_round, round_id)
+    _print_json(done.model_dump(mode="json")) if as_json else Console().print(_round_table([done]))
+
+
+@round_app.command("list")
+def round_list(
+    limit: Annotated[int, typer.Option(help="Rounds per page.")] = 20,
+    offset: Annotated[int, typer.Option(help="Rounds to skip (newest first).")] = 0,
+    api_url: ApiUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List rounds, newest first (public)."""
+    from quasar.client import ValidatorApiClient
+
+    settings = _settings()
+    client = ValidatorApiClient(api_url or settings.validator_api_url)
+    page = _call_api(client.list_rounds, limit=limit, offset=offset)
+    if as_json:
+        _print_json(page.model_dump(mode="json"))
+    else:
+        Console().print(_round_table(page.items))
+        err.print(f"{len(page.items)} of {page.total} rounds")
+
+
+# --- kernel and benchmark ----------------------------------------------------------------------------
+@kernel_app.command("init")
+def kernel_init(
+    path: Annotated[Path, typer.Argument(help="Directory for the new repository.")],
+    force: Annotated[bool, typer.Option(help="Write into a non-empty directory.")] = False,
+) -> None:
+    """Create a git repository with the layout a submission must have (fla/ops/quasar)."""
+    from quasar.kernels.template import init_kernel_repo
+
+    try:
+        sha = init_kernel_repo(path, force=force)
+    except (FileExistsError, ValueError) as exc:
+        _fail(str(exc), 2)
+    err.print(f"kernel repository at {path} (commit {sha})")
+    typer.echo(sha)
+
+
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def bench_command(ctx: typer.Context) -> None:
+    """Correctness suite, then timing, of a chunk_quasar (see `quasar bench --help`)."""
+    from quasar.bench.__main__ import main as bench_main
+
+    raise typer.Exit(bench_main(list(ctx.args)))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
