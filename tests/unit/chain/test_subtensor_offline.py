@@ -1,0 +1,193 @@
+"""SubtensorChain driven through the real bittensor SDK 11, offline.
+
+The SDK's `substrate=` hook replaces its websocket backend with `FakeSubtensorNode`, an in-memory
+stand-in for the remote node defined in `conftest.py` (its docstring lists what it answers). Everything
+between our adapter and that seam is the real SDK: client, metagraph decoding, the SetWeights and
+ServeAxon intents (preflight, conforming, u16 quantisation), the executor and the wallet signer.
+Keys are real sr25519 wallets created in a temp dir.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import bittensor as bt
+import pytest
+
+from quasar.chain.base import ChainError, ChainUnavailable, WeightsRejected
+from quasar.chain.subtensor import SubtensorChain
+
+NETUID = 24
+# The node fixture is conftest.FakeSubtensorNode; conftest modules are not importable by name.
+Node = Any
+
+
+@pytest.fixture
+def chain(node: Node) -> Iterator[SubtensorChain]:
+    adapter = SubtensorChain("finney", netuid=NETUID, substrate=node)
+    yield adapter
+    adapter.close()
+
+
+def test_current_block_comes_from_the_node(chain: SubtensorChain, node: Node) -> None:
+    assert chain.current_block() == node.block
+    node.block += 7
+    assert chain.current_block() == node.block
+    assert node.connects == 1  # one connection, reused
+
+
+def test_metagraph_maps_uids_keys_stake_permits_axons_and_owner(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    graph = chain.metagraph()
+    assert graph.netuid == NETUID and graph.block == node.block
+    assert graph.owner_hotkey == wallets["owner"].hotkey.ss58_address
+    assert [n.uid for n in graph.neurons] == [0, 1, 2]
+
+    validator = graph.get(wallets["validator"].hotkey.ss58_address)
+    assert validator is not None and validator.uid == 1
+    assert validator.coldkey == wallets["validator"].coldkeypub.ss58_address
+    assert validator.validator_permit is True
+    # total stake in alpha: 5000 alpha + 1000 TAO at the chain's 0.18 TAO weight
+    assert validator.stake == pytest.approx(5_180.0)
+
+    miner = graph.get(wallets["miner"].hotkey.ss58_address)
+    assert miner is not None and miner.validator_permit is False and miner.stake == 0.0
+    assert (miner.axon_ip, miner.axon_port) == ("203.0.113.7", 8001)
+    assert miner.axon_url == "http://203.0.113.7:8001"
+    owner = graph.get(wallets["owner"].hotkey.ss58_address)
+    assert owner is not None and owner.axon_url is None
+    assert ("runtime_call", "SubnetInfoRuntimeApi", "get_metagraph") in node.requests
+
+
+def test_metagraph_of_a_missing_subnet_says_so(chain: SubtensorChain, node: Node) -> None:
+    node.subnet_exists = False
+    with pytest.raises(ChainError, match="subnet 24 does not exist.*NETUID"):
+        chain.metagraph()
+
+
+def test_set_weights_submits_the_extrinsic_signed_by_the_hotkey(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    validator = wallets["validator"]
+    ref = chain.set_weights(validator, [0, 2], [0.25, 0.75])
+
+    (extrinsic,) = node.extrinsics
+    assert ref == f"{extrinsic.block}-{extrinsic.index:04d}"
+    assert extrinsic.signer == validator.hotkey.ss58_address  # the hotkey signs, not the coldkey
+    assert (extrinsic.call.module, extrinsic.call.function) == ("SubtensorModule", "set_mechanism_weights")
+    params = extrinsic.call.params
+    assert params["netuid"] == NETUID and params["mecid"] == 0 and params["version_key"] == 0
+    assert params["dests"] == [0, 2]
+    # u16 quantised, max-upscaled: 0.75 -> 65535, 0.25 -> a third of it
+    assert params["weights"] == [21845, 65535]
+    assert node.weights[1] == [(0, 21845), (2, 65535)]
+
+
+def test_set_weights_with_commit_reveal_on_submits_a_timelocked_commit(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    node.commit_reveal = True
+    chain.set_weights(wallets["validator"], [0], [1.0])
+    (extrinsic,) = node.extrinsics
+    assert extrinsic.call.function == "commit_timelocked_mechanism_weights"
+    assert extrinsic.call.params["netuid"] == NETUID
+    assert isinstance(extrinsic.call.params["commit"], bytes | bytearray)
+    assert extrinsic.call.params["reveal_round"] > 0
+
+
+def test_weights_refused_by_the_runtime_become_weights_rejected(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    # The miner is registered but holds no permit: the SDK submits, the runtime refuses.
+    with pytest.raises(WeightsRejected, match="NeuronNoValidatorPermit"):
+        chain.set_weights(wallets["miner"], [0], [1.0])
+    assert node.extrinsics == []
+
+
+def test_unregistered_hotkey_is_refused_before_signing(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    with pytest.raises(WeightsRejected, match="not registered on netuid 24"):
+        chain.set_weights(wallets["stranger"], [0], [1.0])
+    assert not any(r[0] == "compose" for r in node.requests)
+
+
+def test_rate_limited_weights_say_how_long_to_wait(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    node.neurons[1].last_update = node.block - 10
+    with pytest.raises(WeightsRejected, match="rate limit is 100 blocks"):
+        chain.set_weights(wallets["validator"], [0], [1.0])
+
+
+def test_bad_weight_vectors_are_refused_locally(chain: SubtensorChain, node: Node, wallets) -> None:
+    with pytest.raises(WeightsRejected, match="must pair up"):
+        chain.set_weights(wallets["validator"], [0, 1], [1.0])
+    with pytest.raises(WeightsRejected, match="all weights are zero"):
+        chain.set_weights(wallets["validator"], [0, 1], [0.0, 0.0])
+    with pytest.raises(WeightsRejected, match="Duplicate UIDs"):
+        chain.set_weights(wallets["validator"], [0, 0], [1.0, 1.0])
+    assert node.extrinsics == []
+
+
+def test_serve_axon_publishes_the_miner_address(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    miner = wallets["miner"]
+    chain.serve_axon(miner, "198.51.100.20", 8011)
+    (extrinsic,) = node.extrinsics
+    assert extrinsic.signer == miner.hotkey.ss58_address
+    assert extrinsic.call.function == "serve_axon"
+    assert extrinsic.call.params["port"] == 8011 and extrinsic.call.params["ip_type"] == 4
+    served = chain.metagraph().get(miner.hotkey.ss58_address)
+    assert served is not None and served.axon_url == "http://198.51.100.20:8011"
+
+    with pytest.raises(ChainError, match="HotKeyNotRegisteredInNetwork"):
+        chain.serve_axon(wallets["stranger"], "198.51.100.21", 8011)
+    with pytest.raises(ValueError, match="not an IP address"):
+        chain.serve_axon(miner, "miner.example.com", 8011)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_endpoint_is_chain_unavailable_quickly(wallets: dict[str, bt.Wallet]) -> None:
+    url = f"ws://127.0.0.1:{_closed_port()}"
+    chain = SubtensorChain(url, netuid=NETUID)
+    started = time.monotonic()
+    with pytest.raises(ChainUnavailable) as info:
+        chain.current_block()
+    with pytest.raises(ChainUnavailable):
+        chain.metagraph()
+    with pytest.raises(ChainUnavailable):
+        chain.set_weights(wallets["validator"], [0], [1.0])
+    assert time.monotonic() - started < 10
+    message = str(info.value)
+    assert url in message and "Check that the node is running" in message
+    chain.close()
+
+
+def test_a_silent_node_times_out_as_chain_unavailable() -> None:
+    # A TCP listener that accepts and never answers the websocket handshake.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"ws://127.0.0.1:{server.getsockname()[1]}"
+        chain = SubtensorChain(url, netuid=NETUID, timeout_seconds=0.5)
+        started = time.monotonic()
+        with pytest.raises(ChainUnavailable, match=r"no answer to the current block within 0.5s"):
+            chain.current_block()
+        assert time.monotonic() - started < 5
+        chain.close()
+
+
+def test_unknown_network_names_are_a_clear_configuration_error() -> None:
+    with pytest.raises(ValueError, match="SUBTENSOR_NETWORK='mainnet'.*'finney'"):
+        SubtensorChain("mainnet", netuid=NETUID)
