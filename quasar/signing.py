@@ -168,7 +168,9 @@ def _lowered(headers: Mapping[str, str] | Any) -> dict[str, str]:
     for key, value in pairs:
         name = key.lower()
         if name in lowered and name in _BTAUTH_HEADERS:
-            raise http_auth.MalformedAuth(f"header {key} appears more than once; send each btauth header once")
+            raise http_auth.MalformedAuth(
+                f"header {key} appears more than once; send each btauth header once"
+            )
         lowered[name] = value
     return lowered
 
