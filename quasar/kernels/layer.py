@@ -20,7 +20,8 @@ def _causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     """``x [B, T, C]`` through a causal depthwise conv (``weight [C, 1, W]``), then SiLU."""
     width = weight.shape[-1]
     y = F.conv1d(F.pad(x.transpose(1, 2), (width - 1, 0)), weight, groups=x.shape[-1])
-    return F.silu(y.transpose(1, 2))
+    # Contiguous [B, T, C], so the op sees the [B, T, H, K] memory layout kernels are written for.
+    return F.silu(y.transpose(1, 2).contiguous())
 
 
 class QuasarAttention(nn.Module):
