@@ -1,0 +1,20 @@
+"""Constants and autotune choices shared by the fast QuasarAttention kernels."""
+
+from __future__ import annotations
+
+import os
+
+import triton
+
+#: Tokens per chunk: the WY solve works on four 16-token blocks, and 64 keeps every tile a tensor-core shape.
+CHUNK_SIZE = 64
+
+#: True when Triton runs kernels on the CPU interpreter (tests); autotuning needs a GPU timer there.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def autotune_configs(num_warps: tuple[int, ...], num_stages: tuple[int, ...]) -> list[triton.Config]:
+    """Every (warps, stages) pair on a GPU; one config under the interpreter, which cannot time."""
+    if INTERPRET:
+        return [triton.Config({}, num_warps=num_warps[0], num_stages=num_stages[0])]
+    return [triton.Config({}, num_warps=w, num_stages=s) for w in num_warps for s in num_stages]
