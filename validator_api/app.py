@@ -1,0 +1,109 @@
+"""The Validator API app: `create_app(settings)` builds it, `app` is what uvicorn serves.
+
+`uvicorn validator_api.app:app` (and `quasar api`) serve the module-level `app`, built from the
+process settings. Importing this module reads the settings but touches neither the database nor
+the chain nor the wallet: those are opened in the lifespan, which also runs the background upkeep
+(open/finalize rounds, expire commitments, prune nonces) once per block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+import quasar
+from quasar.config import Settings, get_settings
+from validator_api.context import ApiContext
+from validator_api.errors import install_error_handlers
+from validator_api.metrics import Metrics
+from validator_api.middleware import RequestContextMiddleware
+from validator_api.migrate import DatabaseNotMigrated
+from validator_api.routes import ROUTERS
+from validator_api.services.maintenance import tick
+
+log = logging.getLogger("validator_api")
+
+DESCRIPTION = """The shared service of the QUASAR subnet: rounds, commit–reveal submissions, evaluation
+jobs, results and weights (HTTP contract v1). State-changing and validator/owner routes need a
+btauth/1 signature (`bittensor.http_auth`) bound to the API's hotkey from `GET /v1/info`. Every
+error is JSON `{"code", "detail", "request_id"}`."""
+
+
+def upkeep_interval(settings: Settings) -> float:
+    """About one block, but at least a second and at most twelve."""
+    return min(max(float(settings.block_time_seconds or 12.0), 1.0), 12.0)
+
+
+async def _upkeep_loop(ctx: ApiContext) -> None:
+    last_error: str | None = None
+    while True:
+        try:
+            await run_in_threadpool(tick, ctx)
+            if last_error is not None:
+                log.info("background upkeep recovered")
+            last_error = None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one bad tick (chain or database down) must not stop the loop
+            message = f"{type(exc).__name__}: {exc}"
+            if message != last_error:
+                log.warning("background upkeep failed, retrying every block: %s", message)
+            last_error = message
+        await asyncio.sleep(upkeep_interval(ctx.settings))
+
+
+def _configure_logging(settings: Settings) -> None:
+    # uvicorn configures only its own loggers; without this the API's warnings (chain down,
+    # refused start) would be lost. A host application that set up logging keeps its own.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app for `settings` (default: the process settings, read at start-up)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or get_settings()
+        _configure_logging(resolved)
+        ctx = ApiContext.build(resolved, metrics)
+        try:
+            await run_in_threadpool(ctx.start)
+        except DatabaseNotMigrated as exc:
+            log.critical("refusing to start: %s", exc)
+            ctx.close()
+            raise
+        app.state.ctx = ctx
+        upkeep = asyncio.create_task(_upkeep_loop(ctx))
+        try:
+            yield
+        finally:
+            upkeep.cancel()
+            with suppress(asyncio.CancelledError):
+                await upkeep
+            ctx.close()
+
+    app = FastAPI(
+        title="QUASAR Validator API",
+        version=quasar.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    max_body = (settings or get_settings()).max_body_bytes
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body, metrics=metrics)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,149 @@
+"""Who is calling: btauth/1 signatures (via `quasar.signing`), a database nonce store, and roles.
+
+`authenticate` verifies a request's signature and records its nonce; the roles come from the
+chain's metagraph (cached by `CachedChain`): a miner is any hotkey registered on the subnet, a
+validator holds a validator permit or at least MIN_VALIDATOR_STAKE (when that is above zero), the
+owner is OWNER_HOTKEY or the subnet owner the metagraph names.
+
+The nonce store writes each accepted nonce in its own, immediately committed transaction: the
+record must survive even when the request is then refused (that is what makes a replay of a
+refused request a replay), and it is the only thing a refused request ever writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from quasar.chain import Metagraph
+from quasar.config import Settings
+from quasar.signing import AuthError, auth_error_code, verify_request
+from validator_api.errors import ApiError
+from validator_api.models import AuthNonce
+
+Role = Literal["miner", "validator", "owner"]
+
+# Nonces are kept a little past the freshness window so clock jitter between replicas cannot
+# open a gap in which a replay would be accepted.
+RETENTION_MARGIN_SECONDS = 5.0
+
+
+class DatabaseNonceStore:
+    """`bittensor.http_auth.NonceStore` backed by the `auth_nonces` table (shared by all replicas)."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, max_age: float, allowed_skew: float) -> None:
+        self._sessions = sessions
+        # http_auth.verify refuses a store whose retention is shorter than the window it checks.
+        self.retention = max_age + allowed_skew + RETENTION_MARGIN_SECONDS
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        with self._sessions() as session:
+            try:
+                with session.begin():
+                    session.add(AuthNonce(hotkey=hotkey_ss58, nonce_ns=nonce_ns))
+            except IntegrityError:
+                return False
+        return True
+
+    def prune(self, now_ns: int | None = None) -> int:
+        """Delete nonces older than the retention window (already refused as stale); returns how many."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        cutoff = now_ns - int(self.retention * 1e9)
+        with self._sessions() as session, session.begin():
+            result = session.execute(delete(AuthNonce).where(AuthNonce.nonce_ns < cutoff))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+_AUTH_HINTS = {
+    "unsigned": "",
+    "stale_request": " Sign each request just before sending it and keep the clock in sync (NTP).",
+    "replayed_nonce": " Sign every request, retries included, afresh.",
+    "wrong_receiver": " Bind the signature to the API's hotkey from GET /v1/info.",
+    "bad_signature": " Sign the exact method, path with query, and body bytes you send.",
+}
+
+
+def authenticate(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    method: str,
+    target: str,
+    api_hotkey: str,
+    nonce_store: DatabaseNonceStore,
+    settings: Settings,
+) -> str:
+    """The verified sender hotkey, or ApiError 401 with the stable code of the failure."""
+    try:
+        caller = verify_request(
+            headers,
+            body,
+            method=method,
+            path=target,
+            self_hotkey=api_hotkey,
+            nonce_store=nonce_store,
+            max_age=settings.auth_max_age_seconds,
+            allowed_skew=settings.auth_allowed_skew_seconds,
+        )
+    except AuthError as exc:
+        code = auth_error_code(exc)
+        raise ApiError(401, code, f"{exc}{_AUTH_HINTS.get(code, '')}") from None
+    return caller.hotkey_ss58
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What a hotkey may do, from one metagraph snapshot."""
+
+    hotkey: str
+    registered: bool
+    validator: bool
+    owner: bool
+    uid: int | None
+
+    @classmethod
+    def of(cls, hotkey: str, metagraph: Metagraph, settings: Settings) -> Roles:
+        neuron = metagraph.get(hotkey)
+        min_stake = settings.min_validator_stake or 0.0
+        # A zero minimum (the embedded profile) means "permit only", not "every registered hotkey".
+        by_stake = neuron is not None and min_stake > 0 and neuron.stake >= min_stake
+        owner_hotkey = settings.owner_hotkey or metagraph.owner_hotkey
+        return cls(
+            hotkey=hotkey,
+            registered=neuron is not None,
+            validator=neuron is not None and (neuron.validator_permit or by_stake),
+            owner=owner_hotkey is not None and hotkey == owner_hotkey,
+            uid=None if neuron is None else neuron.uid,
+        )
+
+    def require(self, role: Role, settings: Settings) -> None:
+        """ApiError 403 unless this hotkey has `role`."""
+        if role == "owner":
+            if not self.owner:
+                raise ApiError(403, "not_owner", f"{self.hotkey} is not the subnet owner's hotkey (OWNER_HOTKEY)")
+            return
+        if not self.registered:
+            raise ApiError(
+                403,
+                "not_registered",
+                f"hotkey {self.hotkey} is not registered on subnet {settings.netuid}; register it first "
+                "(btcli subnet register, or `quasar chain register` on the local dev chain)",
+            )
+        if role == "validator" and not self.validator:
+            raise ApiError(
+                403,
+                "not_validator",
+                f"hotkey {self.hotkey} has no validator permit"
+                + (
+                    f" and less than MIN_VALIDATOR_STAKE={settings.min_validator_stake:g} stake"
+                    if (settings.min_validator_stake or 0) > 0
+                    else ""
+                )
+                + "; only validators may call this endpoint",
+            )

@@ -1,0 +1,52 @@
+"""Evaluation job routes (validators): claim, heartbeat, result."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from quasar import schemas
+from validator_api.deps import Context, SessionDep, Validator
+from validator_api.errors import error_responses
+from validator_api.services import jobs as service
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_SIGNED = error_responses(400, 401, 403, 413, 422, 503)
+
+
+@router.post(
+    "/claim",
+    response_model=schemas.Job,
+    summary="Lease the oldest job this validator may take (204 when there is none)",
+    responses={204: {"description": "No job available"}, **_SIGNED},
+)
+async def claim(validator: Validator, ctx: Context, session: SessionDep) -> schemas.Job | Response:
+    job = await run_in_threadpool(service.claim, session, validator=validator.hotkey, settings=ctx.settings)
+    return Response(status_code=204) if job is None else job
+
+
+@router.post(
+    "/{job_id}/heartbeat",
+    response_model=schemas.Heartbeat,
+    summary="Extend the lease of a held job",
+    responses={**_SIGNED, **error_responses(404, 409)},
+)
+async def heartbeat(job_id: int, validator: Validator, ctx: Context, session: SessionDep) -> schemas.Heartbeat:
+    return await run_in_threadpool(
+        service.heartbeat, session, job_id, validator=validator.hotkey, settings=ctx.settings
+    )
+
+
+@router.post(
+    "/{job_id}/result",
+    response_model=schemas.JobResultAccepted,
+    summary="Report a held job's verdict (identical retries are idempotent)",
+    responses={**_SIGNED, **error_responses(404, 409)},
+)
+async def result(
+    job_id: int, body: schemas.JobResult, validator: Validator, ctx: Context, session: SessionDep
+) -> schemas.JobResultAccepted:
+    return await run_in_threadpool(
+        service.post_result, session, job_id, validator=validator.hotkey, result=body, settings=ctx.settings
+    )

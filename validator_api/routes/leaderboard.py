@@ -1,0 +1,34 @@
+"""`GET /v1/leaderboard`: a round's submissions, counted ones ranked first."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from quasar import schemas
+from validator_api import models
+from validator_api.deps import SessionDep, SettingsDep
+from validator_api.errors import error_responses
+from validator_api.services.rounds import get_round, open_round
+from validator_api.services.scoring import leaderboard_entries
+
+router = APIRouter(prefix="/v1", tags=["scores"])
+
+
+@router.get(
+    "/leaderboard",
+    response_model=schemas.Leaderboard,
+    summary="Ranked submissions of a round (default: the open round, else the latest)",
+    responses=error_responses(404, 422),
+)
+def leaderboard(
+    session: SessionDep, settings: SettingsDep, round_id: int | None = Query(None, ge=1)
+) -> schemas.Leaderboard:
+    if round_id is not None:
+        rnd: models.Round | None = get_round(session, round_id)
+    else:
+        rnd = open_round(session) or session.scalars(select(models.Round).order_by(models.Round.id.desc())).first()
+    if rnd is None:
+        return schemas.Leaderboard(round_id=None, entries=[])
+    subs = session.scalars(select(models.Submission).where(models.Submission.round_id == rnd.id)).all()
+    return schemas.Leaderboard(round_id=rnd.id, entries=leaderboard_entries(subs, settings))

@@ -1,0 +1,296 @@
+"""Evaluation jobs: claim (oldest first, leased), heartbeat, and results that score submissions.
+
+Claims lock the chosen row with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent validators
+each get a different job without waiting; SQLite serialises writers (`BEGIN IMMEDIATE`) and the
+claim is a conditional UPDATE on top. `job_assignments` (unique submission + validator) makes the
+database itself refuse a second job of one submission to one validator. A lapsed lease needs no
+sweeper: a claimed job whose lease has expired is simply claimable again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quasar import schemas
+from quasar.config import Settings
+from validator_api import models
+from validator_api.errors import ApiError
+from validator_api.models import utcnow
+from validator_api.services.common import is_postgres, median, write_transaction
+
+log = logging.getLogger("validator_api.jobs")
+
+CLAIM_RETRIES = 5
+
+
+def _job_out(job: models.Job, sub: models.Submission, rnd: models.Round, lease_seconds: int) -> schemas.Job:
+    assert job.lease_expires_at is not None and sub.repo_url is not None and sub.commit_sha is not None
+    return schemas.Job(
+        job_id=job.id,
+        submission_id=sub.id,
+        round_id=rnd.id,
+        repo_url=sub.repo_url,
+        commit_sha=sub.commit_sha,
+        inference_url=sub.inference_url,
+        miner_hotkey=sub.hotkey,
+        target_shape=schemas.TargetShape.model_validate(rnd.target_shape),
+        attempt=job.attempt,
+        lease_expires_at=job.lease_expires_at,
+        lease_seconds=lease_seconds,
+    )
+
+
+def claim(session: Session, *, validator: str, settings: Settings) -> schemas.Job | None:
+    """The oldest job this validator may take, now leased to it; None when there is none."""
+    for _ in range(CLAIM_RETRIES):
+        try:
+            return _claim_once(session, validator=validator, settings=settings)
+        except IntegrityError:
+            # A concurrent claim by the same validator took another job of this submission first.
+            session.rollback()
+    return None
+
+
+def _claim_once(session: Session, *, validator: str, settings: Settings) -> schemas.Job | None:
+    J, S, R, A, X = models.Job, models.Submission, models.Round, models.JobAssignment, models.Result
+    with write_transaction(session):
+        now = utcnow()
+        claimable = or_(J.status == "queued", and_(J.status == "claimed", J.lease_expires_at < now))
+        query = (
+            select(J)
+            .join(S, S.id == J.submission_id)
+            .join(R, R.id == S.round_id)
+            .where(
+                claimable,
+                R.status == "open",
+                S.status.in_(("revealed", "evaluating", "scored")),
+                # never a second job of one submission (a lapsed job of its own may come back)
+                ~exists().where(A.submission_id == J.submission_id, A.validator_hotkey == validator, A.job_id != J.id),
+                # never a job it already reported on (an `error` goes to someone else)
+                ~exists().where(X.job_id == J.id, X.validator_hotkey == validator),
+            )
+            .order_by(J.id)
+            .limit(1)
+        )
+        if is_postgres(session):
+            query = query.with_for_update(of=J, skip_locked=True)
+        job = session.scalars(query).first()
+        if job is None:
+            return None
+        lease_expires = now + timedelta(seconds=settings.job_lease_seconds)
+        taken = session.execute(
+            update(J)
+            .where(J.id == job.id, claimable)
+            .values(status="claimed", validator_hotkey=validator, lease_expires_at=lease_expires, claimed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if not taken:
+            return None
+        has_assignment = session.scalar(
+            select(A.id).where(A.submission_id == job.submission_id, A.validator_hotkey == validator)
+        )
+        if has_assignment is None:
+            session.add(A(submission_id=job.submission_id, validator_hotkey=validator, job_id=job.id))
+            session.flush()
+        session.execute(
+            update(S)
+            .where(S.id == job.submission_id, S.status == "revealed")
+            .values(status="evaluating")
+            .execution_options(synchronize_session=False)
+        )
+        session.refresh(job)
+        sub = session.get(S, job.submission_id)
+        assert sub is not None
+        session.refresh(sub)
+        rnd = session.get(R, sub.round_id)
+        assert rnd is not None
+        out = _job_out(job, sub, rnd, settings.job_lease_seconds)
+    log.info("job %s (submission %s, attempt %s) claimed by %s", out.job_id, out.submission_id, out.attempt, validator)
+    return out
+
+
+def _held_job(session: Session, job_id: int, validator: str) -> models.Job:
+    query = select(models.Job).where(models.Job.id == job_id)
+    if is_postgres(session):
+        query = query.with_for_update()
+    job = session.scalars(query).first()
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job with id {job_id}")
+    return job
+
+
+def _require_holder(job: models.Job, validator: str) -> None:
+    if job.status == "claimed" and job.validator_hotkey != validator:
+        raise ApiError(403, "not_your_job", f"job {job.id} is held by another validator")
+    if job.status != "claimed":
+        raise ApiError(409, "job_not_claimed", f"job {job.id} is {job.status}, not claimed by you; claim a job first")
+
+
+def heartbeat(session: Session, job_id: int, *, validator: str, settings: Settings) -> schemas.Heartbeat:
+    with write_transaction(session):
+        job = _held_job(session, job_id, validator)
+        _require_holder(job, validator)
+        job.lease_expires_at = utcnow() + timedelta(seconds=settings.job_lease_seconds)
+        out = schemas.Heartbeat(job_id=job.id, lease_expires_at=job.lease_expires_at)
+    return out
+
+
+def _fingerprint(result: schemas.JobResult) -> str:
+    canonical = json.dumps(result.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def post_result(
+    session: Session, job_id: int, *, validator: str, result: schemas.JobResult, settings: Settings
+) -> schemas.JobResultAccepted:
+    fingerprint = _fingerprint(result)
+    with write_transaction(session):
+        job = _held_job(session, job_id, validator)
+        previous = session.scalars(
+            select(models.Result)
+            .where(models.Result.job_id == job_id, models.Result.validator_hotkey == validator)
+            .order_by(models.Result.id.desc())
+        ).first()
+        if previous is not None and previous.fingerprint == fingerprint:
+            # A retry of a result already taken (its answer was lost): the same answer again.
+            return schemas.JobResultAccepted.model_validate(previous.response)
+        if job.status == "done":
+            if previous is not None:
+                raise ApiError(
+                    409, "result_conflict", f"job {job_id} already has your result ({previous.verdict}); it cannot change"
+                )
+            raise ApiError(403, "not_your_job", f"job {job_id} was done by another validator")
+        _require_holder(job, validator)
+
+        sub = session.get(models.Submission, job.submission_id)
+        assert sub is not None
+        row = models.Result(
+            job_id=job.id,
+            submission_id=sub.id,
+            validator_hotkey=validator,
+            attempt=job.attempt,
+            verdict=result.verdict,
+            reason=result.reason,
+            detail=result.detail,
+            median_ms=result.median_ms,
+            baseline_ms=result.baseline_ms,
+            speedup=result.speedup,
+            max_rel_error=result.max_rel_error,
+            peak_mem_mb=result.peak_mem_mb,
+            kernel_tree_hash=result.kernel_tree_hash,
+            logit_verdict=None if result.logit_check is None else result.logit_check.verdict,
+            logit_check=None if result.logit_check is None else result.logit_check.model_dump(mode="json"),
+            report=result.report,
+            fingerprint=fingerprint,
+            response={},
+        )
+        session.add(row)
+        requeued = False
+        now = utcnow()
+        if result.verdict == "error" and job.attempt < settings.max_job_attempts:
+            # The validator's own trouble: another validator gets the job.
+            job.status, job.attempt, requeued = "queued", job.attempt + 1, True
+            job.validator_hotkey, job.lease_expires_at, job.claimed_at = None, None, None
+        else:
+            job.status, job.finished_at = "done", now
+        session.flush()
+        refresh_submission(session, sub)
+        refresh_round_baseline(session, sub.round_id)
+        answer = schemas.JobResultAccepted(
+            job_id=job.id,
+            submission_id=sub.id,
+            verdict=result.verdict,
+            submission_status=sub.status,  # type: ignore[arg-type]
+            requeued=requeued,
+        )
+        row.response = answer.model_dump(mode="json")
+    log.info("job %s result %s/%s from %s -> submission %s %s", job_id, result.verdict, result.reason,
+             validator, answer.submission_id, answer.submission_status)
+    return answer
+
+
+# --- submission state from its results ----------------------------------------------------------
+def _base_status(session: Session, sub: models.Submission) -> tuple[str, str | None]:
+    results = session.scalars(select(models.Result).where(models.Result.submission_id == sub.id)).all()
+    decisive = [r for r in results if r.verdict in ("pass", "fail")]
+    if decisive:
+        passes = sum(r.verdict == "pass" for r in decisive)
+        if passes > len(decisive) - passes:
+            return "scored", None
+        return "scored", next(r.reason for r in decisive if r.verdict == "fail")
+    jobs = session.scalars(select(models.Job).where(models.Job.submission_id == sub.id)).all()
+    if jobs and all(j.status == "done" for j in jobs):
+        return "rejected", "unevaluable"
+    if results or any(j.status != "queued" or j.attempt > 1 for j in jobs):
+        return "evaluating", None
+    return "revealed", None
+
+
+def refresh_submission(session: Session, sub: models.Submission) -> None:
+    """Recompute a revealed submission's score, verdicts and status from all its results."""
+    results = session.scalars(
+        select(models.Result).where(models.Result.submission_id == sub.id).order_by(models.Result.id)
+    ).all()
+    decisive = [r for r in results if r.verdict in ("pass", "fail")]
+    passes = [r for r in decisive if r.verdict == "pass"]
+    sub.correct = (len(passes) > len(decisive) - len(passes)) if decisive else None
+    speedups = [
+        r.speedup if r.speedup is not None else (r.baseline_ms / r.median_ms if r.baseline_ms and r.median_ms else None)
+        for r in passes
+    ]
+    sub.score = median(speedups)
+    sub.median_ms = median(r.median_ms for r in passes)
+    logit = [r.logit_verdict for r in passes if r.logit_verdict in ("pass", "fail")]
+    sub.verified = (logit.count("pass") > logit.count("fail")) if logit else None
+    if sub.kernel_tree_hash is None:
+        sub.kernel_tree_hash = next((r.kernel_tree_hash for r in decisive if r.kernel_tree_hash), None)
+    if sub.status not in ("committed", "expired"):
+        sub.status, sub.reason = _base_status(session, sub)
+    session.flush()
+    if sub.kernel_tree_hash is not None:
+        _mark_duplicates(session, sub.kernel_tree_hash)
+
+
+def _mark_duplicates(session: Session, tree_hash: str) -> None:
+    """Of the submissions with one kernel tree, all but the earliest hotkey's are duplicates."""
+    group = session.scalars(
+        select(models.Submission)
+        .where(
+            models.Submission.kernel_tree_hash == tree_hash,
+            models.Submission.status.not_in(("committed", "expired")),
+        )
+        .order_by(models.Submission.commit_block, models.Submission.id)
+    ).all()
+    if not group:
+        return
+    first = group[0]
+    for sub in group:
+        if sub.hotkey != first.hotkey:
+            sub.duplicate_of, sub.status, sub.reason = first.id, "duplicate", "duplicate"
+        elif sub.status == "duplicate":
+            sub.duplicate_of = None
+            sub.status, sub.reason = _base_status(session, sub)
+    session.flush()
+
+
+def refresh_round_baseline(session: Session, round_id: int) -> None:
+    values = session.scalars(
+        select(models.Result.baseline_ms)
+        .join(models.Submission, models.Submission.id == models.Result.submission_id)
+        .where(models.Submission.round_id == round_id, models.Result.verdict.in_(("pass", "fail")))
+    ).all()
+    baseline = median(values)
+    if baseline is not None:
+        session.execute(
+            update(models.Round)
+            .where(models.Round.id == round_id, models.Round.status == "open")
+            .values(baseline_ms=baseline)
+            .execution_options(synchronize_session=False)
+        )

@@ -1,0 +1,107 @@
+"""Scores and weights: which submissions count, the leaderboard, and a round's weight vector.
+
+A submission counts when validators found it correct (pass), its miner passed logit verification
+(when ENABLE_LOGIT_VERIFICATION), and its speed-up — measured by validators, never reported by the
+miner — is at least 1 + WIN_MARGIN. Each hotkey's best counted submission competes; the best
+len(WEIGHT_SPLIT) hotkeys get the shares in order, ties going to the earlier commitment. Weight
+that nobody earns, and the share of a winner no longer registered, goes to BURN_UID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from quasar import schemas
+from quasar.chain import Metagraph
+from quasar.config import Settings
+from validator_api import models
+
+
+def is_counted(sub: models.Submission, settings: Settings) -> bool:
+    if sub.status != "scored" or not sub.correct or sub.score is None:
+        return False
+    if settings.enable_logit_verification and not sub.verified:
+        return False
+    return sub.score >= 1.0 + settings.win_margin
+
+
+def _rank_key(sub: models.Submission) -> tuple[float, int, int]:
+    return (-(sub.score or 0.0), sub.commit_block, sub.id)
+
+
+def leaderboard_entries(subs: Sequence[models.Submission], settings: Settings) -> list[schemas.LeaderboardEntry]:
+    """Counted submissions first, best score first (ties: earlier commitment); then the rest."""
+    counted = sorted((s for s in subs if is_counted(s, settings)), key=_rank_key)
+    others = sorted(
+        (s for s in subs if not is_counted(s, settings)),
+        key=lambda s: (s.score is None, -(s.score or 0.0), s.commit_block, s.id),
+    )
+    entries = []
+    for rank, sub in enumerate(counted, start=1):
+        entries.append(_entry(sub, rank, True))
+    entries.extend(_entry(sub, None, False) for sub in others)
+    return entries
+
+
+def _entry(sub: models.Submission, rank: int | None, counted: bool) -> schemas.LeaderboardEntry:
+    return schemas.LeaderboardEntry(
+        rank=rank,
+        submission_id=sub.id,
+        hotkey=sub.hotkey,
+        status=sub.status,  # type: ignore[arg-type]
+        score=sub.score,
+        median_ms=sub.median_ms,
+        correct=sub.correct,
+        verified=sub.verified,
+        counted=counted,
+        reason=sub.reason,
+        commit_block=sub.commit_block,
+    )
+
+
+@dataclass(frozen=True)
+class WeightVector:
+    uids: list[int]
+    weights: list[float]
+    hotkeys: list[str | None]
+    winner_hotkey: str | None
+
+    def as_json(self) -> dict[str, list[int] | list[float] | list[str | None]]:
+        return {"uids": self.uids, "weights": self.weights, "hotkeys": self.hotkeys}
+
+
+def burn_only(settings: Settings, metagraph: Metagraph | None) -> WeightVector:
+    burn_hotkey = _hotkey_of_uid(metagraph, settings.burn_uid)
+    return WeightVector([settings.burn_uid], [1.0], [burn_hotkey], None)
+
+
+def _hotkey_of_uid(metagraph: Metagraph | None, uid: int) -> str | None:
+    if metagraph is None:
+        return None
+    return next((n.hotkey for n in metagraph.neurons if n.uid == uid), None)
+
+
+def compute_weights(subs: Sequence[models.Submission], metagraph: Metagraph, settings: Settings) -> WeightVector:
+    best_per_hotkey: dict[str, models.Submission] = {}
+    for sub in sorted((s for s in subs if is_counted(s, settings)), key=_rank_key):
+        best_per_hotkey.setdefault(sub.hotkey, sub)
+    winners = list(best_per_hotkey.values())[: len(settings.weight_split)]
+    if not winners:
+        return burn_only(settings, metagraph)
+    shares: dict[int, float] = {}
+    for share, sub in zip(settings.weight_split, winners, strict=False):
+        uid = metagraph.uid_of(sub.hotkey)
+        # A winner that deregistered cannot be paid; its share is burned rather than re-split.
+        target = settings.burn_uid if uid is None else uid
+        shares[target] = shares.get(target, 0.0) + share
+    unassigned = 1.0 - sum(shares.values())
+    if unassigned > 1e-12:
+        shares[settings.burn_uid] = shares.get(settings.burn_uid, 0.0) + unassigned
+    uids = list(shares)
+    return WeightVector(
+        uids=uids,
+        weights=[round(shares[u], 12) for u in uids],
+        hotkeys=[_hotkey_of_uid(metagraph, u) for u in uids],
+        winner_hotkey=winners[0].hotkey,
+    )

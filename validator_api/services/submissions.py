@@ -1,0 +1,170 @@
+"""Commit–reveal: record a commitment, accept its reveal inside the window, expire the unrevealed.
+
+A reveal turns a submission into EVALUATIONS_PER_SUBMISSION jobs in the same transaction. Its
+state change is a conditional UPDATE (`status = 'committed'`), so of any number of concurrent
+reveals of one commitment exactly one succeeds, on any backend and any number of replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quasar import commitment, schemas
+from quasar.config import Settings
+from quasar.urlpolicy import UrlNotAllowed, check_url
+from validator_api import models
+from validator_api.errors import ApiError
+from validator_api.services.common import submission_out, write_transaction
+from validator_api.services.rounds import open_round
+
+log = logging.getLogger("validator_api.submissions")
+
+
+def get_submission(session: Session, submission_id: int) -> models.Submission:
+    row = session.get(models.Submission, submission_id)
+    if row is None:
+        raise ApiError(404, "submission_not_found", f"no submission with id {submission_id}")
+    return row
+
+
+def _duplicate_commitment() -> ApiError:
+    return ApiError(
+        409, "duplicate_commitment", "this commitment hash was already submitted; commit a fresh salt"
+    )
+
+
+def commit(
+    session: Session, *, hotkey: str, commitment_hash: str, block: int, settings: Settings
+) -> schemas.CommitResponse:
+    assert settings.blocks_until_reveal is not None and settings.reveal_window_blocks is not None
+    with write_transaction(session):
+        current = open_round(session)
+        if current is None or block >= current.end_block:
+            raise ApiError(
+                409,
+                "no_open_round",
+                "no round is open for commitments right now; check GET /v1/rounds/current and retry "
+                "when the next round opens",
+            )
+        taken = session.scalar(
+            select(models.Submission.id).where(models.Submission.commitment_hash == commitment_hash)
+        )
+        if taken is not None:
+            raise _duplicate_commitment()
+        reveal_block = block + settings.blocks_until_reveal
+        row = models.Submission(
+            round_id=current.id,
+            hotkey=hotkey,
+            commitment_hash=commitment_hash,
+            status="committed",
+            commit_block=block,
+            reveal_block=reveal_block,
+            reveal_deadline_block=reveal_block + settings.reveal_window_blocks,
+        )
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:  # the same hash committed concurrently
+            raise _duplicate_commitment() from None
+        out = schemas.CommitResponse(
+            submission_id=row.id,
+            round_id=current.id,
+            commit_block=block,
+            reveal_block=row.reveal_block,
+            reveal_deadline_block=row.reveal_deadline_block,
+        )
+    log.info("commitment %s by %s in round %s at block %s", out.submission_id, hotkey, out.round_id, block)
+    return out
+
+
+def _checked_url(url: str, *, kind: str, field: str, settings: Settings) -> str:
+    try:
+        return check_url(
+            url,
+            dev_mode=settings.dev_mode,
+            allowed_hosts=settings.allowed_repo_hosts,
+            kind=kind,  # type: ignore[arg-type]
+        )
+    except UrlNotAllowed as exc:
+        raise ApiError(422, "url_not_allowed", f"payload.{field}: {exc.detail} ({exc.code})") from None
+
+
+def reveal(
+    session: Session,
+    submission_id: int,
+    *,
+    hotkey: str,
+    request: schemas.RevealRequest,
+    block: int,
+    settings: Settings,
+) -> schemas.Submission:
+    payload = request.payload.model_dump(exclude_none=True)
+    with write_transaction(session):
+        sub = get_submission(session, submission_id)
+        if sub.hotkey != hotkey:
+            raise ApiError(403, "not_your_submission", f"submission {submission_id} was committed by another hotkey")
+        if sub.status == "expired" or (sub.status == "committed" and block > sub.reveal_deadline_block):
+            raise ApiError(
+                409,
+                "reveal_window_closed",
+                f"the reveal window closed at block {sub.reveal_deadline_block} (now {block}); commit again",
+            )
+        if sub.status != "committed":
+            raise ApiError(409, "already_revealed", f"submission {submission_id} is already revealed ({sub.status})")
+        if block < sub.reveal_block:
+            raise ApiError(
+                409,
+                "reveal_too_early",
+                f"reveal opens at block {sub.reveal_block} (now {block}); retry in "
+                f"{sub.reveal_block - block} block(s)",
+            )
+        if not commitment.matches(sub.commitment_hash, bytes.fromhex(request.salt), payload):
+            raise ApiError(
+                400,
+                "commitment_mismatch",
+                "salt and payload do not reproduce the commitment hash; reveal exactly what you committed",
+            )
+        repo_url = _checked_url(request.payload.repo_url, kind="repo", field="repo_url", settings=settings)
+        inference_url = None
+        if request.payload.inference_url is not None:
+            inference_url = _checked_url(
+                request.payload.inference_url, kind="inference", field="inference_url", settings=settings
+            )
+        won = session.execute(
+            update(models.Submission)
+            .where(models.Submission.id == submission_id, models.Submission.status == "committed")
+            .values(
+                status="revealed",
+                revealed_block=block,
+                repo_url=repo_url,
+                commit_sha=request.payload.commit_sha,
+                inference_url=inference_url,
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        if not won:
+            raise ApiError(409, "already_revealed", f"submission {submission_id} was revealed by a concurrent request")
+        assert settings.evaluations_per_submission is not None
+        session.add_all(
+            models.Job(submission_id=submission_id, slot=slot, status="queued", attempt=1)
+            for slot in range(settings.evaluations_per_submission)
+        )
+        session.flush()
+        session.refresh(sub)
+        out = submission_out(sub)
+    log.info("revealed submission %s (%s @ %s)", submission_id, out.repo_url, out.commit_sha)
+    return out
+
+
+def expire_overdue(session: Session, block: int) -> int:
+    """Mark commitments whose reveal window has closed as expired; returns how many."""
+    with write_transaction(session):
+        result = session.execute(
+            update(models.Submission)
+            .where(models.Submission.status == "committed", models.Submission.reveal_deadline_block < block)
+            .values(status="expired", reason="not_revealed")
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
