@@ -66,6 +66,24 @@ def _hotkey_of(wallet: object) -> str:
     return str(address)
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (readers never block the writer); it sticks to the file once set.
+
+    SQLite answers "database is locked" at once, without waiting out the busy timeout, when two
+    connections change the journal mode of a fresh file together; so retry briefly here.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class DevChain:
     """The embedded chain. Safe to use from several processes at once (SQLite WAL, busy timeout)."""
 
@@ -83,9 +101,12 @@ class DevChain:
         except (OSError, sqlite3.Error) as exc:
             raise ChainUnavailable(f"cannot open the dev chain at {self.path}: {exc}") from exc
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+            _enable_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
+            # Inside the write lock, so processes racing to create a fresh file take turns.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             if conn.execute("SELECT 1 FROM chain_meta WHERE key='genesis'").fetchone() is None:
                 conn.execute("INSERT INTO chain_meta VALUES ('genesis', ?)", (repr(time.time()),))
                 conn.execute("INSERT INTO chain_meta VALUES ('offset', '0')")
@@ -178,6 +199,16 @@ class DevChain:
             ).rowcount
         if not updated:
             raise ValueError(f"{hotkey} is not registered on the dev chain")
+
+    def serve_axon(self, wallet: object, ip: str, port: int) -> str:
+        """`SubtensorChain.serve_axon`'s counterpart: publish the wallet hotkey's address."""
+        self.serve(_hotkey_of(wallet), ip, port)
+        return str(self.current_block())
+
+    def roles(self) -> dict[str, str]:
+        """Each registered hotkey's role (miner, validator or owner)."""
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT hotkey, role FROM neurons").fetchall())
 
     def advance(self, blocks: int) -> int:
         """Move the chain `blocks` ahead of the wall clock; returns the new block."""
