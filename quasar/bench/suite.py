@@ -76,8 +76,10 @@ def load_entry_point(spec: str = DEFAULT_ENTRY, repo_path: str | Path | None = N
             sys.path.remove(str(repo))
         sys.path.insert(0, str(repo))
         top = module_name.split(".")[0]
-        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
-            del sys.modules[name]
+        # The harness's own package stays loaded: dropping it would split its classes in two.
+        if top != __name__.split(".")[0]:
+            for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+                del sys.modules[name]
         importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
