@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay one line, for grep and logs
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON alone on stdout.")]
 
