@@ -1,4 +1,8 @@
-"""Chain access: `get_chain(settings)` picks the local dev chain or the real one (bittensor SDK)."""
+"""Chain access: `get_chain(settings)` picks the local dev chain or the real one (bittensor SDK).
+
+Long-running services wrap it in `quasar.chain.resilient.CachedChain` (cached metagraph, keeps
+serving while the chain is down).
+"""
 
 from __future__ import annotations
 
@@ -38,4 +42,6 @@ def get_chain(settings: Settings) -> Chain:
         )
     from quasar.chain.subtensor import SubtensorChain
 
-    return SubtensorChain(settings.subtensor_network, netuid=settings.netuid)
+    return SubtensorChain(
+        settings.subtensor_network, netuid=settings.netuid, block_time_seconds=settings.block_time_seconds or 12.0
+    )

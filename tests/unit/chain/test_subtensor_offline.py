@@ -12,13 +12,17 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import bittensor as bt
 import pytest
 
+from quasar.chain import get_chain
 from quasar.chain.base import ChainError, ChainUnavailable, WeightsRejected
+from quasar.chain.devchain import DevChain
 from quasar.chain.subtensor import SubtensorChain
+from quasar.config import Settings
 
 NETUID = 24
 # The node fixture is conftest.FakeSubtensorNode; conftest modules are not importable by name.
@@ -191,3 +195,11 @@ def test_a_silent_node_times_out_as_chain_unavailable() -> None:
 def test_unknown_network_names_are_a_clear_configuration_error() -> None:
     with pytest.raises(ValueError, match="SUBTENSOR_NETWORK='mainnet'.*'finney'"):
         SubtensorChain("mainnet", netuid=NETUID)
+
+
+def test_get_chain_picks_the_adapter_by_network(tmp_path: Path) -> None:
+    dev = get_chain(Settings(_env_file=None, subtensor_network="embedded", quasar_home=tmp_path))
+    assert isinstance(dev, DevChain) and dev.block_time_seconds == 1.0
+    real = get_chain(Settings(_env_file=None, subtensor_network="test", netuid=3))
+    assert isinstance(real, SubtensorChain)  # built cold: nothing is dialled until the first call
+    assert (real.endpoint, real.netuid, real.block_time_seconds) == ("wss://test.finney.opentensor.ai:443", 3, 12.0)
