@@ -139,12 +139,16 @@ class SubtensorChain:
                 self._loop = _LoopThread(f"subtensor-{self.network}")
             return self._loop
 
-    def _unreachable(self, detail: object) -> ChainUnavailable:
+    def _unreachable(self, detail: object, *, write: bool = False) -> ChainUnavailable:
+        then = (
+            "the extrinsic may still be included, so check the chain before sending it again."
+            if write
+            else "the call is retried on the next use."
+        )
         return ChainUnavailable(
             f"cannot reach the subtensor node at {self.endpoint} (SUBTENSOR_NETWORK={self._requested_network!r}): "
             f"{detail}. Check that the node is running and reachable from this machine "
-            "(firewall, DNS, TLS) and that SUBTENSOR_NETWORK names the chain you mean; "
-            "the call is retried on the next use."
+            f"(firewall, DNS, TLS) and that SUBTENSOR_NETWORK names the chain you mean; {then}"
         )
 
     async def _connected(self) -> Any:
@@ -162,13 +166,13 @@ class SubtensorChain:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), timeout=5)
 
-    async def _guarded(self, op: Callable[[Any], Awaitable[T]], timeout: float, what: str) -> T:
+    async def _guarded(self, op: Callable[[Any], Awaitable[T]], timeout: float, what: str, write: bool) -> T:
         try:
             return await asyncio.wait_for(self._with_client(op), timeout=timeout)
         except TimeoutError as exc:
             # The connection may be wedged; dial afresh next time.
             await self._drop_client()
-            raise self._unreachable(f"no answer to {what} within {timeout:g}s") from exc
+            raise self._unreachable(f"no answer to {what} within {timeout:g}s", write=write) from exc
         except _CONNECTION_ERRORS as exc:
             await self._drop_client()
             raise self._unreachable(exc) from exc
@@ -176,8 +180,8 @@ class SubtensorChain:
     async def _with_client(self, op: Callable[[Any], Awaitable[T]]) -> T:
         return await op(await self._connected())
 
-    def _call(self, op: Callable[[Any], Awaitable[T]], *, timeout: float, what: str) -> T:
-        return self._loop_thread().run(self._guarded(op, timeout, what))
+    def _call(self, op: Callable[[Any], Awaitable[T]], *, timeout: float, what: str, write: bool = False) -> T:
+        return self._loop_thread().run(self._guarded(op, timeout, what, write))
 
     def close(self) -> None:
         """Close the connection and stop the private loop (optional; both are daemonic)."""
@@ -276,7 +280,7 @@ class SubtensorChain:
             )
 
         try:
-            result = self._call(op, timeout=self.write_timeout_seconds, what=what)
+            result = self._call(op, timeout=self.write_timeout_seconds, what=what, write=True)
         except ChainUnavailable:
             raise
         except bt.ChainError as exc:

@@ -22,6 +22,7 @@ being answered with a made-up value. It stands in for the node only: our own cod
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class FakeSubtensorNode:
     extrinsics: list[SubmittedExtrinsic] = field(default_factory=list)
     requests: list[tuple[str, ...]] = field(default_factory=list)
     connects: int = 0
+    submit_stalls: bool = False  # the node takes the extrinsic and never reports on it
     nonces: dict[str, int] = field(default_factory=dict)
     weights: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
@@ -270,6 +272,8 @@ class FakeSubtensorNode:
         wait_for_inclusion: bool = True,
         wait_for_finalization: bool = True,
     ) -> bt.ExtrinsicResult:
+        if self.submit_stalls:
+            await asyncio.Event().wait()
         signer = keypair.ss58_address
         nonce = self.nonces.get(signer, 0) if nonce is None else nonce
         payload = call.data + nonce.to_bytes(8, "little")

@@ -156,6 +156,17 @@ def test_serve_axon_publishes_the_miner_address(
         chain.serve_axon(miner, "miner.example.com", 8011)
 
 
+def test_a_write_with_no_answer_is_unavailable_and_says_it_may_land(node: Node, wallets) -> None:
+    node.submit_stalls = True
+    chain = SubtensorChain("finney", netuid=NETUID, substrate=node, write_timeout_seconds=0.3)
+    with pytest.raises(ChainUnavailable, match="no answer to set_weights within 0.3s.*may still be included"):
+        chain.set_weights(wallets["validator"], [0], [1.0])
+    node.submit_stalls = False
+    assert chain.current_block() == node.block  # redialled after the timeout
+    assert node.connects == 2
+    chain.close()
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
