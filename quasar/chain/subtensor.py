@@ -88,9 +88,10 @@ class SubtensorChain:
     """The `Chain` protocol on a real subtensor node.
 
     Metagraph mapping: `stake` is the neuron's `total_stake` on this subnet as a float in the
-    subnet's **alpha** units (alpha stake plus root TAO stake weighted by the chain's TAO weight,
-    which is the stake the chain itself uses for validator permits); `owner_hotkey` is the subnet
-    owner's hotkey from the chain's metagraph record.
+    subnet's **alpha** units, not TAO (the chain's stake weight: alpha stake plus root TAO stake at
+    the chain's TAO weight), so MIN_VALIDATOR_STAKE is in alpha too; `coldkey` is the owning
+    coldkey; the axon is the served ip:port (None when nothing is served); `owner_hotkey` is the
+    subnet owner's hotkey from the chain's metagraph record.
 
     `timeout_seconds` bounds each read (connecting included); `write_timeout_seconds` bounds an
     extrinsic until it is included in a block. `block_time_seconds` is what `CachedChain` uses to
