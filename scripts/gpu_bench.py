@@ -118,7 +118,9 @@ def check_poison():
 
 def check_backward():
     B, T, H, K, V = 2, 300, 2, 32, 32
-    for dtype, tol in ((torch.float32, 1e-3), (torch.bfloat16, 2e-2)):
+    # dbeta sums alpha's gradient over every token with heavy cancellation, so fp32 vs fp64 already
+    # differs near 2e-3 there; the other gradients agree to ~1e-6.
+    for dtype, tol in ((torch.float32, 5e-3), (torch.bfloat16, 2e-2)):
         g = torch.Generator(device=DEV).manual_seed(3)
         leaves = [torch.randn(B, T, H, K, device=DEV, generator=g), torch.randn(B, T, H, K, device=DEV, generator=g),
                   torch.randn(B, T, H, V, device=DEV, generator=g), torch.rand(H, device=DEV, generator=g) + 0.5,
@@ -210,8 +212,8 @@ def run_timing(fla, quick: bool):
         RESULTS["timing"][shape_name] = row
 
         # Stage split and chunks-per-segment sweep (ours only).
-        plan_l = {"T100k_H8_D64": [4, 8, 12, 16, 24, 32, 48, 64], "T100k_H16_D128": [8, 16, 24, 32, 64],
-                  "T1M_H8_D64": [64, 128, 192, 256, 384, 512]}[shape_name]
+        plan_l = {"T100k_H8_D64": [16, 32, 48, 64, 96, 128], "T100k_H16_D128": [16, 32, 64, 96, 128],
+                  "T1M_H8_D64": [128, 256, 512, 1024]}[shape_name]
         if quick:
             plan_l = plan_l[::2]
         RESULTS["sweep"][shape_name] = {}

@@ -18,3 +18,12 @@ def autotune_configs(num_warps: tuple[int, ...], num_stages: tuple[int, ...]) ->
     if INTERPRET:
         return [triton.Config({}, num_warps=num_warps[0], num_stages=num_stages[0])]
     return [triton.Config({}, num_warps=w, num_stages=s) for w in num_warps for s in num_stages]
+
+
+def dot_precision(dtype) -> str:
+    """Matrix-unit precision for fp32 operands: 3xTF32 for fp32 inputs (DESIGN's 2e-3 tolerance is
+    too tight for one TF32 pass over a long recurrence), plain TF32 for the fp32 intermediates of
+    bf16/fp16 inputs, whose own rounding dominates."""
+    import torch
+
+    return "tf32x3" if dtype == torch.float32 else "tf32"

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs
+from .config import CHUNK_SIZE, autotune_configs, dot_precision
 from .segments import SegmentPlan, segment_bounds
 
 
@@ -42,6 +42,7 @@ def quasar_fwd_output_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
+    PRECISION: tl.constexpr,
     USE_H_IN: tl.constexpr,
     STORE_FINAL_STATE: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -76,11 +77,12 @@ def quasar_fwd_output_kernel(
         b_u = tl.load(p_u, boundary_check=(0, 1), padding_option="zero")
         # Matrix-unit operands in the inputs' dtype, accumulation and the carried state in fp32.
         b_hc = b_h.to(b_k.dtype)
-        b_d = (b_u.to(tl.float32) - tl.dot(b_w, b_hc)).to(b_k.dtype)
-        b_s = tl.where(causal, tl.dot(b_q, tl.trans(b_k)), 0.0)
-        b_o = tl.dot(b_s.to(b_k.dtype), b_d, acc=tl.dot(b_q, b_hc))
+        b_d = (b_u.to(tl.float32) - tl.dot(b_w, b_hc, input_precision=PRECISION)).to(b_k.dtype)
+        b_s = tl.where(causal, tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION), 0.0)
+        b_o = tl.dot(b_s.to(b_k.dtype), b_d, acc=tl.dot(b_q, b_hc, input_precision=PRECISION),
+                     input_precision=PRECISION)
         tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
-        b_h += tl.dot(tl.trans(b_k), b_d)
+        b_h += tl.dot(tl.trans(b_k), b_d, input_precision=PRECISION)
 
     if STORE_FINAL_STATE:
         # Only a sequence's last segment ends at its final state.
@@ -109,6 +111,6 @@ def quasar_fwd_output(
     quasar_fwd_output_kernel[grid](
         q, k, w, u, o, h_in, ht, cu_seqlens, plan.segment_indices, T, plan.segments_per_seq,
         plan.chunks_per_segment, H=H, K=K, V=V, BT=CHUNK_SIZE, BK=triton.next_power_of_2(K), BV=BV,
-        USE_H_IN=h_in is not None, STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None,
+        PRECISION=dot_precision(q.dtype), USE_H_IN=h_in is not None, STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None,
     )
     return o, ht

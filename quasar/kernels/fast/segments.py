@@ -23,12 +23,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs
+from .config import CHUNK_SIZE, autotune_configs, dot_precision
 
 #: Below this many chunks a segment's map costs more than the parallelism it buys.
 MIN_SEGMENT_CHUNKS = 8
 #: Programs per multiprocessor the output kernel should have: enough to hide each chunk's latency.
-PROGRAMS_PER_SM = 4
+PROGRAMS_PER_SM = 2
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ def quasar_fwd_segment_map_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     BC: tl.constexpr,
+    PRECISION: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     i_c, i_s, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -172,8 +173,10 @@ def quasar_fwd_segment_map_kernel(
         p_u = p_ub + o_t.to(tl.int64)[:, None] * (H * V) + cols[None, :]
         # The map's columns read no u: the mask keeps those loads off the memory bus entirely.
         m_u = (o_t < T)[:, None] & (cols < V)[None, :] & is_offset
-        b_d = tl.load(p_u, mask=m_u, other=0.0).to(tl.float32) - tl.dot(b_w, b_x.to(b_w.dtype))
-        b_x += tl.dot(tl.trans(b_k), b_d.to(b_k.dtype))
+        b_d = tl.load(p_u, mask=m_u, other=0.0).to(tl.float32) - tl.dot(
+            b_w, b_x.to(b_w.dtype), input_precision=PRECISION
+        )
+        b_x += tl.dot(tl.trans(b_k), b_d.to(b_k.dtype), input_precision=PRECISION)
 
     base = (i_s * H + i_h).to(tl.int64) * K
     p_m = seg_m + (base + rows[:, None]) * K + cols[None, :]
@@ -244,7 +247,8 @@ def segment_start_states(
     grid = (triton.cdiv(K, BC) + triton.cdiv(V, BC), plan.num_segments, H)
     quasar_fwd_segment_map_kernel[grid](
         k, w, u, seg_m, seg_n, cu_seqlens, plan.segment_indices, T, plan.segments_per_seq,
-        plan.chunks_per_segment, H=H, K=K, V=V, BT=CHUNK_SIZE, BK=BK, BC=BC, IS_VARLEN=cu_seqlens is not None,
+        plan.chunks_per_segment, H=H, K=K, V=V, BT=CHUNK_SIZE, BK=BK, BC=BC, PRECISION=dot_precision(k.dtype),
+        IS_VARLEN=cu_seqlens is not None,
     )
     seg_h = torch.empty_like(seg_n)
     BV = min(64, triton.next_power_of_2(V))

@@ -7,9 +7,10 @@ from the keys so that it is part of the timed op and never touches memory)::
     w = (I + A)^-1 diag(a) K_c               u = (I + A)^-1 diag(a) V_c
 
 so that a chunk that starts from state ``h`` adds ``K_c^T (u - w h)`` to it. ``(I + A)`` is unit lower
-triangular; it is solved by block forward substitution over four 16-token blocks: each diagonal
-block is inverted row by row in registers (16 cheap steps), the off-diagonal blocks enter as small
-matrix products. All of it stays in fp32 until ``w`` and ``u`` are stored in the inputs' dtype.
+triangular. Its four 16 x 16 diagonal blocks are inverted together by forward substitution in
+registers (16 steps on one [4, 16, 16] tensor); two doubling steps (16 -> 32 -> 64) add the
+off-diagonal blocks with full-tile matrix products, so the whole chunk is seven 64-wide products.
+The inverse stays in fp32 until it multiplies ``diag(a) K`` and ``diag(a) V``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs
+from .config import CHUNK_SIZE, autotune_configs, dot_precision
 
 
 @triton.jit
@@ -33,23 +34,30 @@ def _alpha(b_k, beta):
 
 
 @triton.jit
-def _unit_lower_inverse16(a):
-    """(I + a)^-1 for a strictly lower-triangular 16 x 16 fp32 tile, by forward substitution."""
-    rows = tl.arange(0, 16)
-    inv = -a
-    # Row i of the inverse's strictly lower part is -a_i - sum_{j<i} a_ij inv_j; rows j < i are final.
-    for i in range(1, 16):
-        is_row = rows == i
-        row = tl.sum(tl.where(is_row[:, None], inv, 0.0), 0)
-        row = row + tl.sum(row[:, None] * inv, 0) * (rows < i)
-        inv = tl.where(is_row[:, None], row[None, :], inv)
-    return inv + (rows[:, None] == rows[None, :]).to(tl.float32)
+def _inverse_of_diagonal_blocks(a, BT: tl.constexpr, BS: tl.constexpr):
+    """(I + a)^-1 restricted to the BS x BS diagonal blocks, for a strictly lower BT x BT fp32 tile.
 
-
-@triton.jit
-def _gram(b_ki, b_kj, a_i):
-    """diag(a_i) K_i K_j^T for two 16-token key tiles, fp32."""
-    return a_i[:, None] * tl.dot(b_ki, tl.trans(b_kj))
+    The BT / BS diagonal blocks are gathered into one [NB, BS, BS] tensor and solved together by
+    forward substitution (BS steps), then put back on the diagonal of a [BT, BT] tile.
+    """
+    NB: tl.constexpr = BT // BS
+    rows = tl.arange(0, BT)
+    same_block = (rows[:, None] // BS) == (rows[None, :] // BS)
+    # [BT, BT] -> [NB, BS, NB, BS]: off-diagonal blocks are masked to 0, so summing over the block
+    # column index picks each row block's diagonal block.
+    blocks = tl.sum(tl.reshape(tl.where(same_block, a, 0.0), (NB, BS, NB, BS)), 2)
+    r = tl.arange(0, BS)
+    inv = -blocks
+    # Row i of the strictly lower part of the inverse is -a_i - sum_{j<i} a_ij inv_j; rows j < i are final.
+    for i in range(1, BS):
+        is_row = (r == i)[None, :, None]
+        row = tl.sum(tl.where(is_row, inv, 0.0), 1)
+        row = row + tl.sum(row[:, :, None] * inv, 1) * (r < i)[None, :]
+        inv = tl.where(is_row, row[:, None, :], inv)
+    b = tl.arange(0, NB)
+    on_diagonal = (b[:, None, None, None] == b[None, None, :, None])
+    full = tl.reshape(tl.where(on_diagonal, inv[:, :, None, :], 0.0), (BT, BT))
+    return full + (rows[:, None] == rows[None, :]).to(tl.float32)
 
 
 @triton.autotune(configs=autotune_configs(num_warps=(4, 8), num_stages=(1,)), key=["H", "K", "V"])
@@ -69,6 +77,7 @@ def quasar_fwd_wy_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
+    PRECISION: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -81,105 +90,34 @@ def quasar_fwd_wy_kernel(
     else:
         bos = i_b.to(tl.int64) * T
     b_beta = tl.load(beta + i_h).to(tl.float32)
-    BS: tl.constexpr = BT // 4
-    t0 = i_t * BT
 
-    p_k = k + (bos * H + i_h) * K
-    p_v = v + (bos * H + i_h) * V
-    p_w = w + (bos * H + i_h) * K
-    p_u = u + (bos * H + i_h) * V
-    p_k1 = tl.make_block_ptr(p_k, (T, K), (H * K, 1), (t0, 0), (BS, BK), (1, 0))
-    p_k2 = tl.make_block_ptr(p_k, (T, K), (H * K, 1), (t0 + BS, 0), (BS, BK), (1, 0))
-    p_k3 = tl.make_block_ptr(p_k, (T, K), (H * K, 1), (t0 + 2 * BS, 0), (BS, BK), (1, 0))
-    p_k4 = tl.make_block_ptr(p_k, (T, K), (H * K, 1), (t0 + 3 * BS, 0), (BS, BK), (1, 0))
+    p_k = tl.make_block_ptr(k + (bos * H + i_h) * K, (T, K), (H * K, 1), (i_t * BT, 0), (BT, BK), (1, 0))
+    p_v = tl.make_block_ptr(v + (bos * H + i_h) * V, (T, V), (H * V, 1), (i_t * BT, 0), (BT, BV), (1, 0))
     # Rows past the sequence's end load as zeros: their alpha is 0, so they change nothing.
-    b_k1 = tl.load(p_k1, boundary_check=(0, 1), padding_option="zero")
-    b_k2 = tl.load(p_k2, boundary_check=(0, 1), padding_option="zero")
-    b_k3 = tl.load(p_k3, boundary_check=(0, 1), padding_option="zero")
-    b_k4 = tl.load(p_k4, boundary_check=(0, 1), padding_option="zero")
-    b_a1 = _alpha(b_k1, b_beta)
-    b_a2 = _alpha(b_k2, b_beta)
-    b_a3 = _alpha(b_k3, b_beta)
-    b_a4 = _alpha(b_k4, b_beta)
+    b_k = tl.load(p_k, boundary_check=(0, 1), padding_option="zero")
+    b_v = tl.load(p_v, boundary_check=(0, 1), padding_option="zero")
+    b_a = _alpha(b_k, b_beta)
 
-    rows = tl.arange(0, BS)
-    strictly_lower = rows[:, None] > rows[None, :]
-    b_d1 = _unit_lower_inverse16(tl.where(strictly_lower, _gram(b_k1, b_k1, b_a1), 0.0))
-    b_d2 = _unit_lower_inverse16(tl.where(strictly_lower, _gram(b_k2, b_k2, b_a2), 0.0))
-    b_d3 = _unit_lower_inverse16(tl.where(strictly_lower, _gram(b_k3, b_k3, b_a3), 0.0))
-    b_d4 = _unit_lower_inverse16(tl.where(strictly_lower, _gram(b_k4, b_k4, b_a4), 0.0))
-    b_a21 = _gram(b_k2, b_k1, b_a2)
-    b_a31 = _gram(b_k3, b_k1, b_a3)
-    b_a32 = _gram(b_k3, b_k2, b_a3)
-    b_a41 = _gram(b_k4, b_k1, b_a4)
-    b_a42 = _gram(b_k4, b_k2, b_a4)
-    b_a43 = _gram(b_k4, b_k3, b_a4)
+    rows = tl.arange(0, BT)
+    b_A = b_a[:, None] * tl.dot(b_k, tl.trans(b_k), input_precision=PRECISION)
+    b_A = tl.where(rows[:, None] > rows[None, :], b_A, 0.0)
+    # (I + A)^-1 by doubling: exact inverses of the 16-token diagonal blocks, then blocks of 32 and 64.
+    # For [[P, 0], [X, Q]] = block-diagonal inverses and A's block L21 below them, the inverse's lower
+    # block is -Q L21 P, i.e. T <- T - T (A restricted to those blocks) T.
+    b_T = _inverse_of_diagonal_blocks(b_A, BT, 16)
+    below16 = ((rows[:, None] // 16) == (rows[None, :] // 16) + 1) & ((rows[:, None] // 32) == (rows[None, :] // 32))
+    b_T -= tl.dot(tl.dot(b_T, tl.where(below16, b_A, 0.0), input_precision=PRECISION), b_T, input_precision=PRECISION)
+    below32 = (rows[:, None] >= 32) & (rows[None, :] < 32)
+    b_T -= tl.dot(tl.dot(b_T, tl.where(below32, b_A, 0.0), input_precision=PRECISION), b_T, input_precision=PRECISION)
 
-    # w = (I + A)^-1 diag(a) K, block row by block row.
-    b_w1 = tl.dot(b_d1, b_a1[:, None] * b_k1.to(tl.float32))
-    b_w2 = tl.dot(b_d2, b_a2[:, None] * b_k2.to(tl.float32) - tl.dot(b_a21, b_w1))
-    b_w3 = tl.dot(b_d3, b_a3[:, None] * b_k3.to(tl.float32) - tl.dot(b_a31, b_w1) - tl.dot(b_a32, b_w2))
-    b_w4 = tl.dot(
-        b_d4,
-        b_a4[:, None] * b_k4.to(tl.float32) - tl.dot(b_a41, b_w1) - tl.dot(b_a42, b_w2) - tl.dot(b_a43, b_w3),
-    )
-    tl.store(
-        tl.make_block_ptr(p_w, (T, K), (H * K, 1), (t0, 0), (BS, BK), (1, 0)),
-        b_w1.to(w.dtype.element_ty),
-        boundary_check=(0, 1),
-    )
-    tl.store(
-        tl.make_block_ptr(p_w, (T, K), (H * K, 1), (t0 + BS, 0), (BS, BK), (1, 0)),
-        b_w2.to(w.dtype.element_ty),
-        boundary_check=(0, 1),
-    )
-    tl.store(
-        tl.make_block_ptr(p_w, (T, K), (H * K, 1), (t0 + 2 * BS, 0), (BS, BK), (1, 0)),
-        b_w3.to(w.dtype.element_ty),
-        boundary_check=(0, 1),
-    )
-    tl.store(
-        tl.make_block_ptr(p_w, (T, K), (H * K, 1), (t0 + 3 * BS, 0), (BS, BK), (1, 0)),
-        b_w4.to(w.dtype.element_ty),
-        boundary_check=(0, 1),
-    )
-
-    # u = (I + A)^-1 diag(a) V, the same substitution with the values on the right.
-    p_v1 = tl.make_block_ptr(p_v, (T, V), (H * V, 1), (t0, 0), (BS, BV), (1, 0))
-    p_v2 = tl.make_block_ptr(p_v, (T, V), (H * V, 1), (t0 + BS, 0), (BS, BV), (1, 0))
-    p_v3 = tl.make_block_ptr(p_v, (T, V), (H * V, 1), (t0 + 2 * BS, 0), (BS, BV), (1, 0))
-    p_v4 = tl.make_block_ptr(p_v, (T, V), (H * V, 1), (t0 + 3 * BS, 0), (BS, BV), (1, 0))
-    b_v1 = tl.load(p_v1, boundary_check=(0, 1), padding_option="zero").to(tl.float32)
-    b_v2 = tl.load(p_v2, boundary_check=(0, 1), padding_option="zero").to(tl.float32)
-    b_v3 = tl.load(p_v3, boundary_check=(0, 1), padding_option="zero").to(tl.float32)
-    b_v4 = tl.load(p_v4, boundary_check=(0, 1), padding_option="zero").to(tl.float32)
-    b_u1 = tl.dot(b_d1, b_a1[:, None] * b_v1)
-    b_u2 = tl.dot(b_d2, b_a2[:, None] * b_v2 - tl.dot(b_a21, b_u1))
-    b_u3 = tl.dot(b_d3, b_a3[:, None] * b_v3 - tl.dot(b_a31, b_u1) - tl.dot(b_a32, b_u2))
-    b_u4 = tl.dot(
-        b_d4,
-        b_a4[:, None] * b_v4 - tl.dot(b_a41, b_u1) - tl.dot(b_a42, b_u2) - tl.dot(b_a43, b_u3),
-    )
-    tl.store(
-        tl.make_block_ptr(p_u, (T, V), (H * V, 1), (t0, 0), (BS, BV), (1, 0)),
-        b_u1.to(u.dtype.element_ty),
-        boundary_check=(0, 1),
-    )
-    tl.store(
-        tl.make_block_ptr(p_u, (T, V), (H * V, 1), (t0 + BS, 0), (BS, BV), (1, 0)),
-        b_u2.to(u.dtype.element_ty),
-        boundary_check=(0, 1),
-    )
-    tl.store(
-        tl.make_block_ptr(p_u, (T, V), (H * V, 1), (t0 + 2 * BS, 0), (BS, BV), (1, 0)),
-        b_u3.to(u.dtype.element_ty),
-        boundary_check=(0, 1),
-    )
-    tl.store(
-        tl.make_block_ptr(p_u, (T, V), (H * V, 1), (t0 + 3 * BS, 0), (BS, BV), (1, 0)),
-        b_u4.to(u.dtype.element_ty),
-        boundary_check=(0, 1),
-    )
+    # w = T diag(a) K, u = T diag(a) V: operands in the inputs' dtype, as the state pass will read them.
+    b_Tc = b_T.to(b_k.dtype)
+    b_w = tl.dot(b_Tc, (b_a[:, None] * b_k.to(tl.float32)).to(b_k.dtype), input_precision=PRECISION)
+    b_u = tl.dot(b_Tc, (b_a[:, None] * b_v.to(tl.float32)).to(b_v.dtype), input_precision=PRECISION)
+    p_w = tl.make_block_ptr(w + (bos * H + i_h) * K, (T, K), (H * K, 1), (i_t * BT, 0), (BT, BK), (1, 0))
+    p_u = tl.make_block_ptr(u + (bos * H + i_h) * V, (T, V), (H * V, 1), (i_t * BT, 0), (BT, BV), (1, 0))
+    tl.store(p_w, b_w.to(p_w.dtype.element_ty), boundary_check=(0, 1))
+    tl.store(p_u, b_u.to(p_u.dtype.element_ty), boundary_check=(0, 1))
 
 
 def quasar_fwd_wy(
@@ -213,6 +151,7 @@ def quasar_fwd_wy(
         BT=CHUNK_SIZE,
         BK=triton.next_power_of_2(K),
         BV=triton.next_power_of_2(V),
+        PRECISION=dot_precision(k.dtype),
         IS_VARLEN=cu_seqlens is not None,
     )
     return w, u
