@@ -1,0 +1,567 @@
+"""One evaluation of one submission: fetch, run it sandboxed, check it from outside, time it honestly.
+
+``evaluate(repo_url, commit_sha, options)`` returns an :class:`EvaluationReport` (the bench report plus
+what only an evaluation knows). Its verdict is ``pass``, ``fail`` (the submission's fault: ``reason``
+says which rule it broke) or ``error`` (the validator's own trouble: retry elsewhere).
+
+The sequence, and why it is in this order:
+
+1. fetch the exact commit (``fetch``); compute ``kernel_tree_hash``;
+2. start the worker in the sandbox; measure the pipe round trip (``ping``) and time the trusted
+   baseline **before** any submission code is imported, so the submission cannot slow it down;
+3. import the entry point; start the trusted checker in its own sandbox meanwhile;
+4. send the correctness seed; the worker runs every case and saves the outputs; the checker
+   recomputes each case from the seed and judges it;
+5. time the submission: each run gets fresh input values from its own seed in rotating buffers, the
+   parent times each run's round trip on its own clock and, only after a run, decides whether its
+   outputs are saved for checking; the checker judges the saved runs;
+6. cross-check the in-sandbox timing with the parent's clock (a patched timer or work hidden from
+   it shows as a gap) and report the larger of the two as the time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import select
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quasar.bench.schema import (
+    REASON_BAD_RETURN,
+    REASON_ENTRY_POINT,
+    REASON_HARNESS_ERROR,
+    REASON_KERNEL_EXCEPTION,
+    VERDICT_ERROR,
+    VERDICT_FAIL,
+    VERDICT_PASS,
+    BenchReport,
+    CaseResult,
+    Timing,
+)
+
+from .fetch import FetchError, FetchLimits, fetch_submission
+from .sandbox import Sandbox, SandboxLimits, SandboxProcess, SandboxResult, SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+# Reason codes of an evaluation, beyond the bench's own (stable: the API stores them).
+REASON_TIMEOUT = "timeout"
+REASON_MEMORY_LIMIT = "memory_limit"
+REASON_PROCESS_LIMIT = "process_limit"
+REASON_DISK_LIMIT = "disk_limit"
+REASON_CPU_TIME_LIMIT = "cpu_time_limit"
+REASON_FILE_SIZE_LIMIT = "file_size_limit"
+REASON_WORKER_EXITED = "worker_exited"
+REASON_WORKER_CRASHED = "worker_crashed"
+REASON_TENSOR_SUBCLASS = "tensor_subclass"
+REASON_TIMING_MISMATCH = "timing_mismatch"
+REASON_PROTOCOL = "protocol_violation"
+REASON_SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+REASON_CHECKER_FAILED = "checker_failed"
+
+_MAX_REPLY_BYTES = 1 << 20
+_LOG_TAIL_CHARS = 4000
+
+
+@dataclass
+class EvaluationOptions:
+    """How to evaluate. Defaults suit a validator; tests shrink the limits."""
+
+    device: str = "cpu"
+    gpu_index: int | None = None
+    seed: int | None = None
+    quick: bool = False
+    dev_mode: bool = False
+    allowed_hosts: list[str] = field(default_factory=lambda: ["github.com"])
+    allow_unsandboxed: bool = False
+    cgroup_parent: str | None = None
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    fetch_limits: FetchLimits = field(default_factory=FetchLimits)
+    #: Longest the import of the entry point may take (it is also bounded by ``limits.wall_s``).
+    import_timeout_s: float = 300.0
+    #: Probability that a timed run's outputs are saved and checked (decided after the run).
+    sample_probability: float = 0.3
+    min_samples: int = 3
+    #: Timed runs and warm-up calls; None picks per device (CPU 10/1, GPU 50/5; quick: CPU 5, GPU 20).
+    runs: int | None = None
+    warmup: int | None = None
+    work_dir: str | None = None
+
+
+@dataclass
+class EvaluationReport(BenchReport):
+    """The bench report plus what only an evaluation knows. Field names match the API's result body."""
+
+    repo_url: str | None = None
+    commit_sha: str | None = None
+    kernel_tree_hash: str | None = None
+    #: The checked timed runs (each a ``CaseResult`` named ``timed_run_<n>``).
+    timed_checks: list[CaseResult] = field(default_factory=list)
+    #: Last characters of the submission's stdout/stderr.
+    log_tail: str = ""
+    sandbox: str = ""
+    warnings: list[str] = field(default_factory=list)
+    #: Parent-side measurements: ping, per-run round trip, phase wall time, in-sandbox median.
+    wall: dict[str, Any] = field(default_factory=dict)
+    #: Seconds the kernel itself ran (cases and timed runs) and what evaluation added on top.
+    kernel_seconds: float | None = None
+    evaluation_overhead_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["timed_checks"] = [c.to_dict() for c in self.timed_checks]
+        return data
+
+
+class _Stop(Exception):
+    """Ends an evaluation early with a verdict."""
+
+    def __init__(self, verdict: str, reason: str, detail: str) -> None:
+        super().__init__(f"{verdict} {reason}: {detail}")
+        self.verdict, self.reason, self.detail = verdict, reason, detail
+
+
+class _Gone(Exception):
+    """The sandboxed process ended or stopped answering."""
+
+
+class Channel:
+    """JSON commands to a sandboxed process's stdin, JSON replies from its reply pipe, timed by us."""
+
+    def __init__(self, process: SandboxProcess, reply_fd: int, name: str) -> None:
+        self.process = process
+        self._fd = reply_fd
+        self._buffer = b""
+        self.name = name
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+    def send(self, op: str, **data: Any) -> None:
+        stdin = self.process.proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write((json.dumps({"op": op, **data}) + "\n").encode())
+            stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise _Gone(f"{self.name} closed its input") from exc
+
+    def recv(self, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + min(timeout_s, self.process.remaining())
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Gone(f"{self.name} did not answer in time")
+            ready, _, _ = select.select([self._fd], [], [], min(remaining, 0.5))
+            if not ready:
+                continue
+            chunk = os.read(self._fd, 1 << 16)
+            if not chunk:
+                raise _Gone(f"{self.name} ended")
+            self._buffer += chunk
+            if len(self._buffer) > _MAX_REPLY_BYTES:
+                raise _Stop(VERDICT_FAIL, REASON_PROTOCOL, f"{self.name} wrote an oversized reply")
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise _Stop(
+                VERDICT_FAIL, REASON_PROTOCOL, f"{self.name} wrote something that is not a reply"
+            ) from None
+        if not isinstance(reply, dict):
+            raise _Stop(VERDICT_FAIL, REASON_PROTOCOL, f"{self.name} wrote something that is not a reply")
+        return reply
+
+    def call(self, op: str, timeout_s: float, **data: Any) -> tuple[dict[str, Any], float]:
+        """Send a command and wait for its reply; returns the reply and the round trip in ms."""
+        t0 = time.perf_counter()
+        self.send(op, **data)
+        reply = self.recv(timeout_s)
+        return reply, (time.perf_counter() - t0) * 1e3
+
+
+def _start(
+    sandbox: Sandbox, module: str, scratch: Path, ro: dict[str, Path], env: dict[str, str] | None = None
+) -> Channel:
+    reply_r, reply_w = os.pipe()
+    try:
+        process = sandbox.start(
+            [sys.executable, "-I", "-B", "-m", module, str(reply_w)], scratch=scratch, ro=ro,
+            env=env, pass_fds=(reply_w,),
+        )  # fmt: skip
+    except BaseException:
+        os.close(reply_r)
+        raise
+    finally:
+        os.close(reply_w)
+    return Channel(process, reply_r, module.rsplit(".", 1)[-1])
+
+
+def _death_reason(result: SandboxResult, what: str) -> tuple[str, str]:
+    """Why a sandboxed process stopped, as (reason, detail)."""
+    import signal
+
+    if result.timed_out:
+        return REASON_TIMEOUT, f"{what}: the wall-clock limit was reached; the whole process tree was killed"
+    if result.memory_exceeded:
+        return REASON_MEMORY_LIMIT, f"{what}: the memory limit was reached"
+    if result.pids_exceeded:
+        return REASON_PROCESS_LIMIT, f"{what}: the process limit was reached (do not start processes)"
+    if result.scratch_exceeded:
+        return REASON_DISK_LIMIT, f"{what}: wrote more than the scratch limit"
+    sig = result.killed_by_signal
+    if sig == signal.SIGXCPU:
+        return REASON_CPU_TIME_LIMIT, f"{what}: the CPU-time limit was reached"
+    if sig == signal.SIGXFSZ:
+        return REASON_FILE_SIZE_LIMIT, f"{what}: wrote a file larger than the limit"
+    if result.returncode == 0:
+        return REASON_WORKER_EXITED, f"{what}: the process exited before the evaluation finished"
+    return REASON_WORKER_CRASHED, f"{what}: the process died (exit status {result.returncode})"
+
+
+def _fail_from_error(error: str, where: str) -> _Stop:
+    code, _, rest = error.partition(": ")
+    known = {REASON_KERNEL_EXCEPTION, REASON_TENSOR_SUBCLASS, REASON_BAD_RETURN}
+    reason = code if code in known else REASON_KERNEL_EXCEPTION
+    return _Stop(VERDICT_FAIL, reason, f"{where}: {rest or error}")
+
+
+def evaluate(repo_url: str, commit_sha: str, options: EvaluationOptions | None = None) -> EvaluationReport:
+    """Evaluate one submission. Never raises for a submission's misbehaviour: see the report's verdict."""
+    options = options or EvaluationOptions()
+    started = time.monotonic()
+    seed = options.seed if options.seed is not None else secrets.randbits(62)
+    report = EvaluationReport(
+        verdict=VERDICT_PASS, entry="fla.ops.quasar:chunk_quasar", device=options.device,
+        device_type=options.device.split(":")[0], seed=seed, quick=options.quick, repo_url=repo_url,
+        commit_sha=commit_sha,
+    )  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="quasar-eval-", dir=options.work_dir))
+    fetched = None
+    try:
+        try:
+            fetched = fetch_submission(
+                repo_url, commit_sha, dev_mode=options.dev_mode, allowed_hosts=options.allowed_hosts,
+                limits=options.fetch_limits, parent_dir=work,
+            )  # fmt: skip
+        except FetchError as exc:
+            raise _Stop(
+                VERDICT_FAIL if exc.submission_fault else VERDICT_ERROR, exc.code, exc.detail
+            ) from None
+        report.kernel_tree_hash = fetched.kernel_tree_hash
+        _Evaluation(options, report, fetched.worktree, work, seed).run()
+    except _Stop as stop:
+        report.verdict, report.reason, report.detail = stop.verdict, stop.reason, stop.detail
+    except SandboxUnavailable as exc:
+        report.verdict, report.reason, report.detail = VERDICT_ERROR, REASON_SANDBOX_UNAVAILABLE, str(exc)
+    except Exception as exc:  # the validator's own trouble: say so, never blame the submission
+        log.exception("evaluation failed")
+        report.verdict, report.reason = VERDICT_ERROR, REASON_HARNESS_ERROR
+        report.detail = f"{type(exc).__name__}: {exc}"[:1000]
+    finally:
+        if fetched is not None:
+            fetched.remove()
+        shutil.rmtree(work, ignore_errors=True)
+    report.duration_s = time.monotonic() - started
+    if report.kernel_seconds is not None:
+        report.evaluation_overhead_s = report.duration_s - report.kernel_seconds
+    for warning in report.warnings:
+        log.warning("sandbox: %s", warning)
+    return report
+
+
+class _Evaluation:
+    """The stateful middle of :func:`evaluate` (one sandboxed worker, one checker)."""
+
+    def __init__(
+        self, options: EvaluationOptions, report: EvaluationReport, repo: Path, work: Path, seed: int
+    ):
+        self.o, self.report, self.repo, self.work, self.seed = options, report, repo, work, seed
+        self.sandbox = Sandbox(
+            options.limits, allow_unsandboxed=options.allow_unsandboxed, cgroup_parent=options.cgroup_parent,
+            gpu_index=options.gpu_index,
+        )  # fmt: skip
+        report.sandbox = self.sandbox.mechanisms.describe()
+        report.warnings = list(self.sandbox.mechanisms.warnings)
+        cuda = report.device_type == "cuda"
+        self.runs = options.runs or ((20 if options.quick else 50) if cuda else (5 if options.quick else 10))
+        self.warmup = options.warmup if options.warmup is not None else (5 if cuda else 1)
+        self.kernel_seconds = 0.0
+        self.worker: Channel | None = None
+        self.checker: Channel | None = None
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _worker_call(
+        self, op: str, timeout_s: float, where: str, **data: Any
+    ) -> tuple[dict[str, Any], float]:
+        assert self.worker is not None
+        try:
+            return self.worker.call(op, timeout_s, **data)
+        except _Gone:
+            hung = self.worker.process.alive
+            result = self.worker.process.finish(kill=hung, wait_s=2.0)
+            self._absorb(result)
+            if hung and not result.timed_out:
+                reason, detail = (
+                    REASON_TIMEOUT,
+                    f"{where}: no answer within the time limit; the process tree was killed",
+                )
+            else:
+                reason, detail = _death_reason(result, where)
+            raise _Stop(VERDICT_FAIL, reason, detail) from None
+
+    def _absorb(self, result: SandboxResult) -> None:
+        text = result.output.decode("utf-8", errors="replace")
+        if result.output_truncated:
+            text = (
+                f"[... {result.output_total_bytes - len(result.output)} bytes of output dropped ...]\n" + text
+            )
+        self.report.log_tail = text[-_LOG_TAIL_CHARS:]
+        if result.peak_memory_mb is not None:
+            self.report.wall["host_peak_memory_mb"] = result.peak_memory_mb
+
+    def _checker_call(self, op: str, **data: Any) -> dict[str, Any]:
+        assert self.checker is not None
+        try:
+            reply, _ = self.checker.call(op, self.checker.process.remaining(), **data)
+        except (_Gone, _Stop) as exc:
+            result = self.checker.process.finish(kill=True)
+            tail = result.output.decode("utf-8", errors="replace")[-1000:]
+            raise _Stop(
+                VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker failed: {exc}; {tail}"
+            ) from None
+        if not reply.get("ok"):
+            raise _Stop(
+                VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker failed: {reply.get('error')}"
+            )
+        return reply
+
+    def _judge(self, results: list[dict[str, Any]], into: list[CaseResult]) -> None:
+        for data in results:
+            case = CaseResult.from_dict(data)
+            into.append(case)
+            if not case.passed:
+                raise _Stop(VERDICT_FAIL, case.reason or "incorrect_output", case.detail or case.name)
+
+    # --- phases ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        scratch = self.work / "worker"
+        scratch.mkdir()
+        self.worker = _start(self.sandbox, "quasar.evaluation.worker", scratch, {"repo": self.repo})
+        try:
+            self._run_worker(scratch)
+        finally:
+            if self.worker is not None:
+                self._absorb(self.worker.process.finish(kill=True))
+                self.worker.close()
+            if self.checker is not None:
+                self.checker.process.finish(kill=True)
+                self.checker.close()
+        self.report.kernel_seconds = self.kernel_seconds
+
+    def _run_worker(self, scratch: Path) -> None:
+        o, report = self.o, self.report
+        repo_inside = self.sandbox.inside("repo", self.repo)
+        reply, _ = self._startup_call(
+            "start", device="cuda" if report.device_type == "cuda" else "cpu",
+            entry=report.entry, repo=repo_inside, quick=o.quick,
+        )  # fmt: skip
+        report.device = reply.get("device_name", report.device)
+        report.environment = {"torch": str(reply.get("torch"))}
+        pings = [self._startup_call("ping")[1] for _ in range(5)]
+        ping_ms = statistics.median(pings)
+        report.wall["ping_ms"] = ping_ms
+        baseline = self._time("baseline", ping_ms)
+
+        reply, _ = self._worker_call(
+            "import", min(o.import_timeout_s, o.limits.wall_s), "importing the entry point"
+        )
+        if not reply.get("ok"):
+            raise _Stop(VERDICT_FAIL, REASON_ENTRY_POINT, str(reply.get("error"))[:2000])
+        # The checker starts (and loads torch) while the cases run.
+        check_dir = self.work / "checker"
+        check_dir.mkdir()
+        self.checker = _start(
+            self.sandbox, "quasar.evaluation.checker", check_dir, {"outputs": scratch},
+            env={"QUASAR_CHECK_DIR": self.sandbox.inside("outputs", scratch)},
+        )  # fmt: skip
+        self.checker.send("start", device=report.device_type, quick=o.quick)
+
+        case_seed = secrets.randbits(62) if o.seed is None else self.seed
+        reply, _ = self._worker_call(
+            "cases", o.limits.wall_s, "running the correctness cases", seed=case_seed
+        )
+        cases = reply.get("cases") or []
+        self.kernel_seconds += sum(float(c.get("seconds") or 0.0) for c in cases)
+        saved = [c for c in cases if c.get("error") is None]
+        failed = next((c for c in cases if c.get("error") is not None), None)
+        if self._checker_call_start():
+            self._judge(
+                self._checker_call("cases", seed=case_seed, count=len(saved))["results"], report.cases
+            )
+        if failed is not None:
+            raise _fail_from_error(str(failed["error"]), f"case {failed.get('name')}")
+
+        timing, samples = self._time("entry", ping_ms, baseline=baseline)
+        result = self.worker.process if self.worker else None
+        self._worker_send_exit()
+        if result is not None:
+            self._absorb(result.finish(wait_s=10.0))
+        results = self._checker_call("timed", seeds={str(k): v for k, v in samples.items()})["results"]
+        self._judge(results, report.timed_checks)
+        report.timing = timing
+
+    def _checker_call_start(self) -> bool:
+        reply = self._checker_call_raw_recv()
+        return bool(reply)
+
+    def _checker_call_raw_recv(self) -> dict[str, Any]:
+        assert self.checker is not None
+        try:
+            reply = self.checker.recv(self.checker.process.remaining())
+        except (_Gone, _Stop) as exc:
+            result = self.checker.process.finish(kill=True)
+            tail = result.output.decode("utf-8", errors="replace")[-1000:]
+            raise _Stop(
+                VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker did not start: {exc}; {tail}"
+            ) from None
+        if not reply.get("ok"):
+            raise _Stop(
+                VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker failed: {reply.get('error')}"
+            )
+        return reply
+
+    def _worker_send_exit(self) -> None:
+        assert self.worker is not None
+        with contextlib.suppress(_Gone):
+            self.worker.send("exit")
+
+    def _startup_call(self, op: str, **data: Any) -> tuple[dict[str, Any], float]:
+        """A call before submission code is loaded: any failure is the validator's trouble."""
+        assert self.worker is not None
+        try:
+            reply, rtt = self.worker.call(op, self.worker.process.remaining(), **data)
+        except (_Gone, _Stop) as exc:
+            result = self.worker.process.finish(kill=True)
+            self._absorb(result)
+            raise _Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"the sandboxed worker failed to start: {exc}; "
+                        f"{self.report.log_tail[-1500:]}") from None  # fmt: skip
+        if op != "ping" and not reply.get("ok"):
+            raise _Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"worker {op}: {reply.get('error')}")
+        return reply, rtt
+
+    def _time(self, target: str, ping_ms: float, baseline: Timing | None = None) -> Any:
+        """Time ``target`` with parent-paced runs; the baseline's Timing, or (Timing, sampled seeds)."""
+        o = self.o
+        entry = target == "entry"
+        call = self._worker_call if entry else (lambda op, _t, _w, **d: self._startup_call(op, **d))
+        where = "timing the submission" if entry else "timing the baseline"
+        reply, _ = call("time", o.limits.wall_s, where, target=target, sets=3, warmup=self.warmup)
+        sets = int(reply.get("input_sets", 3))
+        inside: list[float] = []
+        rtts: list[float] = []
+        samples: dict[int, int] = {}
+        seeds: dict[int, int] = {}
+        total = self.warmup + self.runs
+        save_previous = False
+        phase_start = None
+        peak = None
+        for i in range(total):
+            seeds[i] = secrets.randbits(62)
+            reply, _ = call("next", o.limits.wall_s, where, seed=seeds[i], save_previous=save_previous)
+            if entry and reply.get("error"):
+                raise _fail_from_error(str(reply["error"]), f"timed run {i - 1}")
+            if i == self.warmup:
+                phase_start = time.perf_counter()
+            reply, rtt = call("run", o.limits.wall_s, where)
+            if not reply.get("ok"):
+                if entry:
+                    raise _fail_from_error(str(reply.get("error")), f"timed run {i}")
+                raise _Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline: {reply.get('error')}")
+            ms = float(reply.get("ms") or 0.0)
+            if entry:
+                self.kernel_seconds += ms / 1e3
+            if reply.get("peak_mem_mb") is not None:
+                peak = float(reply["peak_mem_mb"])
+            save_previous = False
+            if i >= self.warmup:
+                inside.append(ms)
+                rtts.append(rtt)
+                save_previous = entry and self._should_sample(i, total, samples, sets)
+                if save_previous:
+                    samples[i] = seeds[i]
+        # Saves the last run's outputs when sampled (and poisons them).
+        reply, _ = call(
+            "next", o.limits.wall_s, where, seed=secrets.randbits(62), save_previous=save_previous
+        )
+        if entry and reply.get("error"):
+            raise _fail_from_error(str(reply["error"]), f"timed run {total - 1}")
+        assert phase_start is not None
+        phase_ms = (time.perf_counter() - phase_start) * 1e3
+        timing = self._timing(target, inside, rtts, ping_ms, phase_ms, sets, peak, baseline)
+        return (timing, samples) if entry else timing
+
+    def _should_sample(self, i: int, total: int, samples: dict[int, int], sets: int) -> bool:
+        """Whether to check run ``i``'s outputs, decided after it ran (the worker cannot know ahead)."""
+        left = total - i - 1
+        need = max(self.o.min_samples - len(samples), 0)
+        covered = {r % sets for r in samples}
+        if need > left or (len(covered) < 2 and left < 2 and (i % sets) not in covered):
+            return True
+        return secrets.randbelow(10_000) < int(self.o.sample_probability * 10_000)
+
+    def _timing(
+        self, target: str, inside: list[float], rtts: list[float], ping_ms: float, phase_ms: float, sets: int,
+        peak: float | None, baseline: Timing | None,
+    ) -> Timing:  # fmt: skip
+        from quasar.bench.suite import timing_spec
+
+        report = self.report
+        spec = timing_spec(report.device_type, self.o.quick)
+        inside_median = statistics.median(inside)
+        outside_median = max(statistics.median(rtts) - ping_ms, 0.0)
+        per_run_phase = phase_ms / len(inside)
+        samples = sorted(inside)
+        report.wall[target] = {
+            "inside_median_ms": inside_median, "outside_median_ms": outside_median,
+            "phase_ms": phase_ms, "per_run_phase_ms": per_run_phase,
+        }  # fmt: skip
+        if target == "entry" and baseline is not None:
+            base = report.wall["baseline"]
+            # What a run costs beyond the call (fresh inputs, saving, round trips), measured on the
+            # trusted baseline before any submission code was loaded; doubled for noise.
+            overhead = max(base["per_run_phase_ms"] - base["outside_median_ms"], 0.0) * 2 + ping_ms + 0.05
+            gap_round_trip = outside_median - inside_median
+            gap_phase = per_run_phase - overhead - inside_median
+            # Legitimate gaps are small and proportional; a patched timer or work done outside the
+            # timed call (deferred, on another thread or stream) makes the sandbox's figure too small.
+            if gap_round_trip > max(inside_median, 0.2) or gap_phase > max(2 * inside_median, 0.5):
+                raise _Stop(
+                    VERDICT_FAIL, REASON_TIMING_MISMATCH,
+                    f"the submission's runs took {outside_median:.3f} ms per call and {per_run_phase:.3f} ms per "
+                    f"run seen from outside the sandbox, but {inside_median:.3f} ms inside: do not patch timers "
+                    "or defer work past the call",
+                )  # fmt: skip
+        median = max(inside_median, outside_median)
+        timing = Timing(
+            shape=spec.shape_dict(), dtype=spec.dtype_name, device=report.device, median_ms=median,
+            p10_ms=samples[max(0, len(samples) // 10)], p90_ms=samples[min(len(samples) - 1, (9 * len(samples)) // 10)],
+            runs=len(inside), input_sets=sets, warmup=self.warmup, peak_mem_mb=peak, wall_median_ms=outside_median,
+            method="cuda_events+parent_clock" if report.device_type == "cuda" else "perf_counter+parent_clock",
+            tokens_per_s=spec.batch * spec.seq_len / (median / 1e3) if median > 0 else None,
+        )  # fmt: skip
+        if baseline is not None:
+            timing.baseline_ms = baseline.median_ms
+            timing.speedup = baseline.median_ms / median if median > 0 else None
+        return timing
