@@ -189,11 +189,26 @@ def strict_fp32() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
+@contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """One intra-op thread for the token loop on CPU: its ops are tiny, and extra threads only contend
+    (several times slower on a shared 2-core machine)."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @torch.no_grad()
 def reference_outputs(spec: CaseSpec, inputs: CaseInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The trusted fp32 ``(o, final_state)`` for ``inputs``; the final state always (None if not asked)."""
     reference = naive_quasar if spec.reference_name.startswith("naive") else chunk_quasar_torch
-    with strict_fp32():
+    with strict_fp32(), one_cpu_thread(inputs.q.device):
         o, final = reference(
             inputs.q.float(), inputs.k.float(), inputs.v.float(), inputs.beta.float(),
             inputs.initial_state, True, inputs.cu_seqlens,
