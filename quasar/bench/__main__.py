@@ -11,7 +11,6 @@ own trouble, or bad arguments). ``quasar bench`` calls ``main``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -119,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        sys.stdout.write(report.to_json() + "\n")
         sys.stdout.flush()
     else:
         render(report, Console())

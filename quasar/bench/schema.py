@@ -7,6 +7,8 @@ an older reader accepts a newer report. Times are milliseconds, memory is MiB, e
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -30,6 +32,17 @@ REASON_ALIASED_OUTPUT = "aliased_output"
 REASON_KERNEL_EXCEPTION = "kernel_exception"
 REASON_ENTRY_POINT = "entry_point_missing"
 REASON_HARNESS_ERROR = "harness_error"
+
+
+def _finite(value: Any) -> Any:
+    """NaN and Inf become None: strict JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -146,8 +159,9 @@ class BenchReport:
         return self.timing.peak_mem_mb if self.timing else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict. The summary keys the API's result body uses (``median_ms``, ``baseline_ms``,
-        ``speedup``, ``max_rel_error``, ``peak_mem_mb``) are repeated at the top level for convenience."""
+        """JSON-ready dict (non-finite numbers as None). The summary keys the API's result body uses
+        (``median_ms``, ``baseline_ms``, ``speedup``, ``max_rel_error``, ``peak_mem_mb``) are repeated at
+        the top level for convenience; ``from_dict`` ignores them."""
         data = asdict(self)
         data.update(
             median_ms=self.median_ms,
@@ -156,7 +170,10 @@ class BenchReport:
             max_rel_error=self.max_rel_error,
             peak_mem_mb=self.peak_mem_mb,
         )
-        return data
+        return _finite(data)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchReport:

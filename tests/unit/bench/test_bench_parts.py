@@ -52,6 +52,9 @@ def test_report_round_trips_through_json() -> None:
     assert data["max_rel_error"] == 2e-6
     data["a_field_from_the_future"] = 1
     assert BenchReport.from_dict(data) == report
+    # Strict JSON: a non-finite number is written as null.
+    report.cases[0].rel_error = float("inf")
+    assert json.loads(report.to_json())["cases"][0]["rel_error"] is None
 
 
 def test_rel_l2_error_and_tolerances() -> None:
