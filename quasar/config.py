@@ -127,6 +127,23 @@ class Settings(BaseSettings):
         False, description="Run miner code without a sandbox. Never implied by development mode."
     )
 
+    # --- evaluation sandbox --------------------------------------------------------------------
+    evaluation_timeout_seconds: float = Field(
+        1800.0, description="Wall-clock limit of one sandboxed evaluation (the whole process tree is killed)."
+    )
+    fetch_timeout_seconds: float = Field(120.0, description="Wall-clock limit of fetching one submission.")
+    sandbox_memory_mb: int = Field(
+        32768, description="Host memory cap of a sandboxed run (cgroup memory.max; RLIMIT_AS on CPU without one)."
+    )
+    sandbox_max_pids: int = Field(
+        1024, description="Tasks (processes and threads) a sandboxed run may have (cgroup pids.max / RLIMIT_NPROC)."
+    )
+    sandbox_cgroup_parent: str | None = Field(
+        None,
+        description="A cgroup v2 directory delegated to the validator (pids and memory enabled) to create "
+        "per-run cgroups in; default: the validator's own cgroup, else cgroup v1 where writable.",
+    )
+
     # --- miner ---------------------------------------------------------------------------------
     github_token: str | None = None
     github_username: str | None = None
@@ -145,6 +162,27 @@ class Settings(BaseSettings):
     cosine_sim_threshold: float | None = Field(None, description="Extra gate on raw-logit cosine.")
     max_abs_diff_threshold: float | None = Field(None, description="Extra gate on raw-logit max-abs-diff.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Dtype the miner serves MODEL_NAME in ('auto': bfloat16 on CUDA, float32 on CPU)."
+    )
+    inference_max_input_tokens: int = Field(2048, ge=1, description="Longest prompt the inference server accepts.")
+    inference_max_new_tokens: int = Field(256, ge=1, description="Largest max_new_tokens the inference server accepts.")
+    inference_max_logits_positions: int = Field(
+        64, ge=0, description="Most logits positions one inference request may ask for."
+    )
+    inference_queue_size: int = Field(
+        8, ge=0, description="Requests that may wait for the device behind the running one; more get 503 busy."
+    )
+    inference_rate_limit_per_minute: int = Field(
+        60, ge=1, description="Inference requests per minute per validator hotkey (real chain only)."
+    )
+    verify_prompt_tokens: int = Field(32, ge=1, description="Prompt length of a logit-verification challenge.")
+    verify_max_new_tokens: int = Field(32, ge=1, description="Tokens a logit-verification challenge asks for.")
+    verify_checked_positions: int = Field(8, ge=1, description="Generated positions whose logits are compared.")
+    verify_timeout_seconds: float = Field(120.0, gt=0, description="How long the validator waits for a miner's answer.")
+    verify_thresholds_file: Path | None = Field(
+        None, description="JSON thresholds per dtype from `quasar verify calibrate --write` (default: built-in)."
+    )
 
     @field_validator("database_url")
     @classmethod
