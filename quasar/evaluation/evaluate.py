@@ -68,6 +68,7 @@ REASON_TIMING_MISMATCH = "timing_mismatch"
 REASON_PROTOCOL = "protocol_violation"
 REASON_SANDBOX_UNAVAILABLE = "sandbox_unavailable"
 REASON_CHECKER_FAILED = "checker_failed"
+REASON_IMPORT_FAILED = "import_failed"
 
 _MAX_REPLY_BYTES = 1 << 20
 _LOG_TAIL_CHARS = 4000
@@ -208,18 +209,19 @@ def _start(
     return Channel(process, reply_r, module.rsplit(".", 1)[-1])
 
 
-def _death_reason(result: SandboxResult, what: str) -> tuple[str, str]:
-    """Why a sandboxed process stopped, as (reason, detail)."""
+def _death_reason(result: SandboxResult, what: str, *, hung: bool = False) -> tuple[str, str]:
+    """Why a sandboxed process stopped (or, ``hung``, stopped answering), as (reason, detail)."""
     import signal
 
-    if result.timed_out:
-        return REASON_TIMEOUT, f"{what}: the wall-clock limit was reached; the whole process tree was killed"
+    # A cap that was hit explains a hang or a death better than the timeout that followed it.
     if result.memory_exceeded:
         return REASON_MEMORY_LIMIT, f"{what}: the memory limit was reached"
     if result.pids_exceeded:
         return REASON_PROCESS_LIMIT, f"{what}: the process limit was reached (do not start processes)"
     if result.scratch_exceeded:
         return REASON_DISK_LIMIT, f"{what}: wrote more than the scratch limit"
+    if result.timed_out or hung:
+        return REASON_TIMEOUT, f"{what}: no answer within the time limit; the whole process tree was killed"
     sig = result.killed_by_signal
     if sig == signal.SIGXCPU:
         return REASON_CPU_TIME_LIMIT, f"{what}: the CPU-time limit was reached"
@@ -312,13 +314,7 @@ class _Evaluation:
             hung = self.worker.process.alive
             result = self.worker.process.finish(kill=hung, wait_s=2.0)
             self._absorb(result)
-            if hung and not result.timed_out:
-                reason, detail = (
-                    REASON_TIMEOUT,
-                    f"{where}: no answer within the time limit; the process tree was killed",
-                )
-            else:
-                reason, detail = _death_reason(result, where)
+            reason, detail = _death_reason(result, where, hung=hung)
             raise _Stop(VERDICT_FAIL, reason, detail) from None
 
     def _absorb(self, result: SandboxResult) -> None:
@@ -388,7 +384,10 @@ class _Evaluation:
             "import", min(o.import_timeout_s, o.limits.wall_s), "importing the entry point"
         )
         if not reply.get("ok"):
-            raise _Stop(VERDICT_FAIL, REASON_ENTRY_POINT, str(reply.get("error"))[:2000])
+            error = str(reply.get("error"))
+            # The bench says "importing ... failed" when the module raised, "cannot import" when absent.
+            reason = REASON_IMPORT_FAILED if error.startswith("importing") else REASON_ENTRY_POINT
+            raise _Stop(VERDICT_FAIL, reason, error[:2000])
         # The checker starts (and loads torch) while the cases run.
         check_dir = self.work / "checker"
         check_dir.mkdir()
