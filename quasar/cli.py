@@ -17,6 +17,7 @@ from rich.table import Table
 
 from quasar.chain.cli import app as chain_app
 from quasar.config import Settings, get_settings
+from quasar.evaluation.cli import evaluate_command
 from quasar.local import app as local_app
 
 app = typer.Typer(
@@ -248,6 +249,9 @@ def bench_command(ctx: typer.Context) -> None:
     from quasar.bench.__main__ import main as bench_main
 
     raise typer.Exit(bench_main(list(ctx.args)))
+
+
+app.command("evaluate")(evaluate_command)
 
 
 def main() -> None:
