@@ -67,8 +67,11 @@ def _configure_logging(settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The FastAPI app for `settings` (default: the process settings, read at start-up)."""
+def create_app(settings: Settings | None = None, *, upkeep: bool = True) -> FastAPI:
+    """The FastAPI app for `settings` (default: the process settings, read at start-up).
+
+    `upkeep=False` leaves out the background loop (tests that need a database nobody else writes).
+    """
     metrics = Metrics()
 
     @asynccontextmanager
@@ -83,13 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.close()
             raise
         app.state.ctx = ctx
-        upkeep = asyncio.create_task(_upkeep_loop(ctx))
+        task = asyncio.create_task(_upkeep_loop(ctx)) if upkeep else None
         try:
             yield
         finally:
-            upkeep.cancel()
-            with suppress(asyncio.CancelledError):
-                await upkeep
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             ctx.close()
 
     app = FastAPI(

@@ -126,7 +126,9 @@ class Roles:
         """ApiError 403 unless this hotkey has `role`."""
         if role == "owner":
             if not self.owner:
-                raise ApiError(403, "not_owner", f"{self.hotkey} is not the subnet owner's hotkey (OWNER_HOTKEY)")
+                raise ApiError(
+                    403, "not_owner", f"{self.hotkey} is not the subnet owner's hotkey (OWNER_HOTKEY)"
+                )
             return
         if not self.registered:
             raise ApiError(

@@ -37,7 +37,9 @@ def load_api_hotkey(settings: Settings) -> str:
     """SS58 of the API's hotkey: made on first start on the embedded chain, loaded otherwise."""
     assert settings.wallet_path is not None
     if settings.is_embedded:
-        wallet = load_or_create_dev_wallet(settings.api_wallet_name, settings.api_wallet_hotkey, settings.wallet_path)
+        wallet = load_or_create_dev_wallet(
+            settings.api_wallet_name, settings.api_wallet_hotkey, settings.wallet_path
+        )
     else:
         try:
             wallet = load_wallet(settings.api_wallet_name, settings.api_wallet_hotkey, settings.wallet_path)
@@ -79,8 +81,12 @@ class ApiContext:
     def start(self) -> None:
         """Load the identity and check the schema; raises on an unmigrated database."""
         self.api_hotkey = load_api_hotkey(self.settings)
-        log.info("Validator API hotkey %s (netuid %s, %s)", self.api_hotkey, self.settings.netuid,
-                 self.settings.subtensor_network)
+        log.info(
+            "Validator API hotkey %s (netuid %s, %s)",
+            self.api_hotkey,
+            self.settings.netuid,
+            self.settings.subtensor_network,
+        )
         try:
             self.ensure_schema()
         except DBAPIError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +19,10 @@ from quasar.signing import asgi_request_target
 from validator_api.auth import Role, Roles, authenticate
 from validator_api.context import ApiContext
 from validator_api.errors import ApiError
+
+# Database ids are 32-bit integers; anything outside is refused as invalid rather than overflowing.
+MAX_ID = 2_147_483_647
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="Row id (a positive 32-bit integer)")]
 
 
 def get_context(request: Request) -> ApiContext:

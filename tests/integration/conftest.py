@@ -317,7 +317,13 @@ def serve(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     """Run `app` in uvicorn on 127.0.0.1:port in a daemon thread; returns once it accepts requests."""
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+
+    def run() -> None:
+        # A refused start-up ends in SystemExit inside the thread; the caller reports it instead.
+        with contextlib.suppress(SystemExit):
+            server.run()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -337,10 +343,15 @@ def launch(
     validators: int = 3,
     miners: int = 3,
     migrate: bool = True,
+    upkeep: bool = False,
     database_url: str | None = None,
     **overrides: Any,
 ) -> ApiServer:
-    """Make the database, register keys on a fresh DevChain, start the API; returns it running."""
+    """Make the database, register keys on a fresh DevChain, start the API; returns it running.
+
+    The background upkeep (auto rounds, expiry, finalize at end block) is off unless `upkeep=True`,
+    so that tests comparing database snapshots see only their own requests' writes.
+    """
     home.mkdir(parents=True, exist_ok=True)
     if database_url is None:
         if backend == "sqlite":
@@ -377,7 +388,7 @@ def launch(
         validators=validator_keys,
         stranger=stranger,
     )
-    api._server, api._thread = serve(create_app(server_settings), port)
+    api._server, api._thread = serve(create_app(server_settings, upkeep=upkeep), port)
     api.api_hotkey = httpx.get(api.base_url + "/v1/info", timeout=10).json()["api_hotkey"]
     return api
 

@@ -42,7 +42,9 @@ async def health(ctx: Context) -> Health:
 )
 async def ready(ctx: Context) -> Health:
     if not await run_in_threadpool(ctx.database_ok):
-        raise ApiError(503, "database_unavailable", "the database is unreachable or not migrated; see the API log")
+        raise ApiError(
+            503, "database_unavailable", "the database is unreachable or not migrated; see the API log"
+        )
     chain_ok, block = await run_in_threadpool(_chain_status, ctx)
     return Health(
         status="ok" if chain_ok else "degraded",

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from quasar import schemas
-from validator_api.deps import Context, SessionDep, Validator
+from validator_api.deps import Context, RowId, SessionDep, Validator
 from validator_api.errors import error_responses
 from validator_api.services import jobs as service
 
@@ -32,7 +32,9 @@ async def claim(validator: Validator, ctx: Context, session: SessionDep) -> sche
     summary="Extend the lease of a held job",
     responses={**_SIGNED, **error_responses(404, 409)},
 )
-async def heartbeat(job_id: int, validator: Validator, ctx: Context, session: SessionDep) -> schemas.Heartbeat:
+async def heartbeat(
+    job_id: RowId, validator: Validator, ctx: Context, session: SessionDep
+) -> schemas.Heartbeat:
     return await run_in_threadpool(
         service.heartbeat, session, job_id, validator=validator.hotkey, settings=ctx.settings
     )
@@ -45,7 +47,7 @@ async def heartbeat(job_id: int, validator: Validator, ctx: Context, session: Se
     responses={**_SIGNED, **error_responses(404, 409)},
 )
 async def result(
-    job_id: int, body: schemas.JobResult, validator: Validator, ctx: Context, session: SessionDep
+    job_id: RowId, body: schemas.JobResult, validator: Validator, ctx: Context, session: SessionDep
 ) -> schemas.JobResultAccepted:
     return await run_in_threadpool(
         service.post_result, session, job_id, validator=validator.hotkey, result=body, settings=ctx.settings

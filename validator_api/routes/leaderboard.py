@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from quasar import schemas
 from validator_api import models
-from validator_api.deps import SessionDep, SettingsDep
+from validator_api.deps import MAX_ID, SessionDep, SettingsDep
 from validator_api.errors import error_responses
 from validator_api.services.rounds import get_round, open_round
 from validator_api.services.scoring import leaderboard_entries
@@ -22,12 +22,15 @@ router = APIRouter(prefix="/v1", tags=["scores"])
     responses=error_responses(404, 422),
 )
 def leaderboard(
-    session: SessionDep, settings: SettingsDep, round_id: int | None = Query(None, ge=1)
+    session: SessionDep, settings: SettingsDep, round_id: int | None = Query(None, ge=1, le=MAX_ID)
 ) -> schemas.Leaderboard:
     if round_id is not None:
         rnd: models.Round | None = get_round(session, round_id)
     else:
-        rnd = open_round(session) or session.scalars(select(models.Round).order_by(models.Round.id.desc())).first()
+        rnd = (
+            open_round(session)
+            or session.scalars(select(models.Round).order_by(models.Round.id.desc())).first()
+        )
     if rnd is None:
         return schemas.Leaderboard(round_id=None, entries=[])
     subs = session.scalars(select(models.Submission).where(models.Submission.round_id == rnd.id)).all()

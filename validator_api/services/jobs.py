@@ -72,7 +72,9 @@ def _claim_once(session: Session, *, validator: str, settings: Settings) -> sche
                 R.status == "open",
                 S.status.in_(("revealed", "evaluating", "scored")),
                 # never a second job of one submission (a lapsed job of its own may come back)
-                ~exists().where(A.submission_id == J.submission_id, A.validator_hotkey == validator, A.job_id != J.id),
+                ~exists().where(
+                    A.submission_id == J.submission_id, A.validator_hotkey == validator, A.job_id != J.id
+                ),
                 # never a job it already reported on (an `error` goes to someone else)
                 ~exists().where(X.job_id == J.id, X.validator_hotkey == validator),
             )
@@ -88,7 +90,9 @@ def _claim_once(session: Session, *, validator: str, settings: Settings) -> sche
         taken = session.execute(
             update(J)
             .where(J.id == job.id, claimable)
-            .values(status="claimed", validator_hotkey=validator, lease_expires_at=lease_expires, claimed_at=now)
+            .values(
+                status="claimed", validator_hotkey=validator, lease_expires_at=lease_expires, claimed_at=now
+            )
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
         if not taken:
@@ -112,7 +116,13 @@ def _claim_once(session: Session, *, validator: str, settings: Settings) -> sche
         rnd = session.get(R, sub.round_id)
         assert rnd is not None
         out = _job_out(job, sub, rnd, settings.job_lease_seconds)
-    log.info("job %s (submission %s, attempt %s) claimed by %s", out.job_id, out.submission_id, out.attempt, validator)
+    log.info(
+        "job %s (submission %s, attempt %s) claimed by %s",
+        out.job_id,
+        out.submission_id,
+        out.attempt,
+        validator,
+    )
     return out
 
 
@@ -130,7 +140,9 @@ def _require_holder(job: models.Job, validator: str) -> None:
     if job.status == "claimed" and job.validator_hotkey != validator:
         raise ApiError(403, "not_your_job", f"job {job.id} is held by another validator")
     if job.status != "claimed":
-        raise ApiError(409, "job_not_claimed", f"job {job.id} is {job.status}, not claimed by you; claim a job first")
+        raise ApiError(
+            409, "job_not_claimed", f"job {job.id} is {job.status}, not claimed by you; claim a job first"
+        )
 
 
 def heartbeat(session: Session, job_id: int, *, validator: str, settings: Settings) -> schemas.Heartbeat:
@@ -164,7 +176,9 @@ def post_result(
         if job.status == "done":
             if previous is not None:
                 raise ApiError(
-                    409, "result_conflict", f"job {job_id} already has your result ({previous.verdict}); it cannot change"
+                    409,
+                    "result_conflict",
+                    f"job {job_id} already has your result ({previous.verdict}); it cannot change",
                 )
             raise ApiError(403, "not_your_job", f"job {job_id} was done by another validator")
         _require_holder(job, validator)
@@ -211,8 +225,15 @@ def post_result(
             requeued=requeued,
         )
         row.response = answer.model_dump(mode="json")
-    log.info("job %s result %s/%s from %s -> submission %s %s", job_id, result.verdict, result.reason,
-             validator, answer.submission_id, answer.submission_status)
+    log.info(
+        "job %s result %s/%s from %s -> submission %s %s",
+        job_id,
+        result.verdict,
+        result.reason,
+        validator,
+        answer.submission_id,
+        answer.submission_status,
+    )
     return answer
 
 
@@ -242,7 +263,9 @@ def refresh_submission(session: Session, sub: models.Submission) -> None:
     passes = [r for r in decisive if r.verdict == "pass"]
     sub.correct = (len(passes) > len(decisive) - len(passes)) if decisive else None
     speedups = [
-        r.speedup if r.speedup is not None else (r.baseline_ms / r.median_ms if r.baseline_ms and r.median_ms else None)
+        r.speedup
+        if r.speedup is not None
+        else (r.baseline_ms / r.median_ms if r.baseline_ms and r.median_ms else None)
         for r in passes
     ]
     sub.score = median(speedups)

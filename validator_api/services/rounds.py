@@ -43,7 +43,9 @@ def create_round(
         current = open_round(session)
         if current is not None:
             raise ApiError(
-                409, "round_open", f"round {current.id} is still open; finalize it first (POST /v1/rounds/{current.id}/finalize)"
+                409,
+                "round_open",
+                f"round {current.id} is still open; finalize it first (POST /v1/rounds/{current.id}/finalize)",
             )
         row = models.Round(
             status="open",
@@ -74,7 +76,9 @@ def current_round(session: Session) -> schemas.Round:
     return round_out(row)
 
 
-def finalize_round(session: Session, round_id: int, *, block: int, metagraph: Metagraph, settings: Settings) -> schemas.Round:
+def finalize_round(
+    session: Session, round_id: int, *, block: int, metagraph: Metagraph, settings: Settings
+) -> schemas.Round:
     """Close a round and fix its weights. Idempotent: a finalized round is returned as it is."""
     with write_transaction(session):
         get_round(session, round_id)

@@ -30,7 +30,9 @@ def _rank_key(sub: models.Submission) -> tuple[float, int, int]:
     return (-(sub.score or 0.0), sub.commit_block, sub.id)
 
 
-def leaderboard_entries(subs: Sequence[models.Submission], settings: Settings) -> list[schemas.LeaderboardEntry]:
+def leaderboard_entries(
+    subs: Sequence[models.Submission], settings: Settings
+) -> list[schemas.LeaderboardEntry]:
     """Counted submissions first, best score first (ties: earlier commitment); then the rest."""
     counted = sorted((s for s in subs if is_counted(s, settings)), key=_rank_key)
     others = sorted(
@@ -82,7 +84,9 @@ def _hotkey_of_uid(metagraph: Metagraph | None, uid: int) -> str | None:
     return next((n.hotkey for n in metagraph.neurons if n.uid == uid), None)
 
 
-def compute_weights(subs: Sequence[models.Submission], metagraph: Metagraph, settings: Settings) -> WeightVector:
+def compute_weights(
+    subs: Sequence[models.Submission], metagraph: Metagraph, settings: Settings
+) -> WeightVector:
     best_per_hotkey: dict[str, models.Submission] = {}
     for sub in sorted((s for s in subs if is_counted(s, settings)), key=_rank_key):
         best_per_hotkey.setdefault(sub.hotkey, sub)

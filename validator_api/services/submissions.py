@@ -106,7 +106,9 @@ def reveal(
     with write_transaction(session):
         sub = get_submission(session, submission_id)
         if sub.hotkey != hotkey:
-            raise ApiError(403, "not_your_submission", f"submission {submission_id} was committed by another hotkey")
+            raise ApiError(
+                403, "not_your_submission", f"submission {submission_id} was committed by another hotkey"
+            )
         if sub.status == "expired" or (sub.status == "committed" and block > sub.reveal_deadline_block):
             raise ApiError(
                 409,
@@ -114,7 +116,9 @@ def reveal(
                 f"the reveal window closed at block {sub.reveal_deadline_block} (now {block}); commit again",
             )
         if sub.status != "committed":
-            raise ApiError(409, "already_revealed", f"submission {submission_id} is already revealed ({sub.status})")
+            raise ApiError(
+                409, "already_revealed", f"submission {submission_id} is already revealed ({sub.status})"
+            )
         if block < sub.reveal_block:
             raise ApiError(
                 409,
@@ -146,7 +150,9 @@ def reveal(
             )
         ).rowcount  # type: ignore[attr-defined]
         if not won:
-            raise ApiError(409, "already_revealed", f"submission {submission_id} was revealed by a concurrent request")
+            raise ApiError(
+                409, "already_revealed", f"submission {submission_id} was revealed by a concurrent request"
+            )
         assert settings.evaluations_per_submission is not None
         session.add_all(
             models.Job(submission_id=submission_id, slot=slot, status="queued", attempt=1)
