@@ -234,7 +234,7 @@ def kernel_init(
 
     try:
         sha = init_kernel_repo(path, force=force)
-    except (FileExistsError, ValueError) as exc:
+    except (FileExistsError, ValueError, RuntimeError) as exc:
         _fail(str(exc), 2)
     err.print(f"kernel repository at {path} (commit {sha})")
     typer.echo(sha)
