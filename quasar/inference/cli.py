@@ -1,0 +1,37 @@
+"""`quasar inference [--host H] [--port P]`: serve the miner's inference server (mounted by `quasar.cli`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default MINER_INFERENCE_PORT, 8001).")] = None,
+) -> None:
+    """Serve MODEL_NAME for logit verification (POST /inference, GET /health, GET /model_info)."""
+    import uvicorn
+
+    from miner.inference_server import create_app, load_served_model
+    from quasar.config import get_settings
+    from quasar.inference.model import ModelLoadError
+
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic names the bad variable
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        # Load before listening: a bad MODEL_NAME is one clear message, not a failed startup trace.
+        app = create_app(settings, load_served_model(settings))
+    except (ModelLoadError, RuntimeError) as exc:  # no miner hotkey on a real chain, chain adapter trouble
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(app, host=host or settings.host, port=port or settings.miner_inference_port)

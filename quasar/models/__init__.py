@@ -1,0 +1,1 @@
+"""Models the project builds itself (the tiny test model); no download needed."""
