@@ -205,8 +205,14 @@ def test_request_ids_and_metrics(api: ApiServer) -> None:
 
 
 def test_upkeep_opens_finalizes_and_expires(start_api) -> None:  # type: ignore[no-untyped-def]
+    # One-second blocks, so the upkeep ticks every second.
     api: ApiServer = start_api(
-        "sqlite", upkeep=True, auto_rounds=True, round_blocks=30, reveal_window_blocks=3
+        "sqlite",
+        upkeep=True,
+        auto_rounds=True,
+        round_blocks=30,
+        reveal_window_blocks=3,
+        block_time_seconds=1.0,
     )
 
     def wait_for(condition, what: str, seconds: float = 15.0):  # type: ignore[no-untyped-def]
