@@ -150,10 +150,49 @@ class Settings(BaseSettings):
     github_fork_name: str = "flash-linear-attention"
     git_remote_url: str | None = Field(None, description="Any git remote to push to instead of GitHub.")
     target_repo_url: str = "https://github.com/troy12x/flash-linear-attention"
-    agent_iterations: int = 100
+    github_api_url: str = Field(
+        "https://api.github.com", description="GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3)."
+    )
+    agent_iterations: int = Field(100, ge=0, description="Patches the `agent` strategy asks for per cycle.")
     optimization_interval: int = Field(300, description="Seconds between miner optimization cycles.")
     miner_inference_port: int = 8001
     docker_username: str | None = None
+    miner_strategy: Literal["tune", "agent", "manual"] = Field(
+        "tune",
+        description="How the miner improves its kernel: 'tune' searches the kernel's knobs, 'agent' asks an "
+        "LLM for patches, 'manual' submits your own edits of the workspace when they are faster.",
+    )
+    miner_state_dir: Path | None = Field(
+        None, description="Miner state (salt, payload, phase, bench results) (default QUASAR_HOME/miner)."
+    )
+    miner_workspace: Path | None = Field(
+        None, description="The miner's git checkout of its kernel repository (default MINER_STATE_DIR/workspace)."
+    )
+    miner_branch: str = Field("quasar-miner", description="Branch the miner commits to and pushes.")
+    miner_min_speedup: float = Field(
+        1.01, description="Submit only kernels whose measured speed-up over the baseline is at least this."
+    )
+    miner_min_improvement: float = Field(
+        0.02, ge=0, description="A candidate is kept only if it is this fraction faster than the current best."
+    )
+    miner_bench_quick: bool = Field(False, description="Bench candidates with fewer timed runs (`--quick`).")
+    miner_bench_timeout_seconds: float = Field(1800.0, gt=0, description="Wall-clock limit of one candidate's bench.")
+    miner_external_ip: str | None = Field(
+        None,
+        description="Public IP of the miner's inference server, published on chain (ServeAxon) "
+        "(embedded: 127.0.0.1).",
+    )
+    miner_inference_url: str | None = Field(
+        None, description="inference_url revealed with each submission (default http://MINER_EXTERNAL_IP:port)."
+    )
+    miner_llm_base_url: str | None = Field(
+        "https://api.openai.com/v1",
+        description="OpenAI-compatible chat endpoint of the `agent` strategy; empty: a local transformers "
+        "model named by MINER_LLM_MODEL.",
+    )
+    miner_llm_model: str = Field("gpt-4o", description="Chat model (or local model path) of the `agent` strategy.")
+    miner_llm_api_key: str | None = Field(None, description="API key of MINER_LLM_BASE_URL (never logged).")
+    miner_llm_timeout_seconds: float = Field(300.0, gt=0, description="How long one LLM answer may take.")
 
     # --- verification / inference --------------------------------------------------------------
     enable_logit_verification: bool = True
