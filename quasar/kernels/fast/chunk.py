@@ -47,8 +47,7 @@ def quasar_fwd(
             B * triton.cdiv(T, CHUNK_SIZE) if bounds is None
             else sum(triton.cdiv(e - s, CHUNK_SIZE) for s, e in bounds)
         )
-        value_blocks = triton.cdiv(V, min(64, triton.next_power_of_2(V)))
-        segment_chunks = choose_segment_chunks(total_chunks, H, value_blocks, num_sms(q.device))
+        segment_chunks = choose_segment_chunks(total_chunks, H, num_sms(q.device))
     plan = plan_segments(B, T, bounds, segment_chunks, q.device)
 
     w, u = quasar_fwd_wy(k, v, beta, cu_seqlens, plan.chunk_indices, plan.num_chunks)

@@ -16,6 +16,7 @@ Also here: the plan (which segment covers which chunks, for equal-length or pack
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 
@@ -27,8 +28,10 @@ from .config import CHUNK_SIZE, autotune_configs, dot_precision
 
 #: Below this many chunks a segment's map costs more than the parallelism it buys.
 MIN_SEGMENT_CHUNKS = 8
-#: Programs per multiprocessor the output kernel should have: enough to hide each chunk's latency.
-PROGRAMS_PER_SM = 2
+#: (sequence, head, segment) programs per multiprocessor. Measured on an H100 (docs/benchmarks.md):
+#: longer segments cost the output kernel depth, shorter ones cost the scan depth; 1.5 sat within 3%
+#: of the best swept segment length at T=100k (H=8, K=64 and H=16, K=128) and T=1M.
+PROGRAMS_PER_SM = 1.5
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,9 @@ def num_sms(device: torch.device) -> int:
     return 132
 
 
-def choose_segment_chunks(total_chunks: int, heads: int, value_blocks: int, sms: int) -> int:
-    """Chunks per segment so the output kernel has about PROGRAMS_PER_SM programs per multiprocessor."""
-    target = PROGRAMS_PER_SM * sms
-    return max(MIN_SEGMENT_CHUNKS, triton.cdiv(total_chunks * heads * value_blocks, target))
+def choose_segment_chunks(total_chunks: int, heads: int, sms: int) -> int:
+    """Chunks per segment so there are about PROGRAMS_PER_SM segment programs per multiprocessor."""
+    return max(MIN_SEGMENT_CHUNKS, math.ceil(total_chunks * heads / (PROGRAMS_PER_SM * sms)))
 
 
 def plan_segments(
@@ -124,7 +126,8 @@ def segment_bounds(i_s, cu_seqlens, segment_indices, T, NSEG_PER, L, BT: tl.cons
     return i_n, bos, T, c0, c1, NT
 
 
-@triton.autotune(configs=autotune_configs(num_warps=(4, 8), num_stages=(2, 3)), key=["H", "K", "V"])
+# 1 to 3 stages of the per-chunk loads: 3 hides latency best for bf16 at K=64; fp32 at K=128 only fits 1.
+@triton.autotune(configs=autotune_configs(num_warps=(4, 8), num_stages=(2, 3, 1)), key=["H", "K", "V", "PRECISION"])
 @triton.jit(do_not_specialize=["T", "NSEG_PER", "L"])
 def quasar_fwd_segment_map_kernel(
     k,

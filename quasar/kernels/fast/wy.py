@@ -60,7 +60,7 @@ def _inverse_of_diagonal_blocks(a, BT: tl.constexpr, BS: tl.constexpr):
     return full + (rows[:, None] == rows[None, :]).to(tl.float32)
 
 
-@triton.autotune(configs=autotune_configs(num_warps=(4, 8), num_stages=(1,)), key=["H", "K", "V"])
+@triton.autotune(configs=autotune_configs(num_warps=(4, 8), num_stages=(1,)), key=["H", "K", "V", "PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def quasar_fwd_wy_kernel(
     k,
