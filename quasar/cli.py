@@ -18,7 +18,10 @@ from rich.table import Table
 from quasar.chain.cli import app as chain_app
 from quasar.config import Settings, get_settings
 from quasar.evaluation.cli import evaluate_command
+from quasar.inference.cli import serve as inference_serve
 from quasar.local import app as local_app
+from quasar.models.cli import app as model_app
+from quasar.verification.cli import app as verify_app
 
 app = typer.Typer(
     name="quasar",
@@ -37,6 +40,9 @@ app.add_typer(round_app, name="round")
 app.add_typer(kernel_app, name="kernel")
 app.add_typer(chain_app, name="chain", help="The local dev chain (embedded profile).")
 app.add_typer(local_app, name="local", help="The whole subnet on this machine (embedded profile).")
+app.add_typer(verify_app, name="verify")
+app.add_typer(model_app, name="model")
+app.command("inference")(inference_serve)
 
 err = Console(stderr=True)
 
