@@ -52,12 +52,15 @@ def clone_model(model: Any, dtype: torch.dtype, attn: str | None = None) -> Any:
 @torch.no_grad()
 def add_weight_noise(model: Any, scale: float, seed: int) -> Any:
     """Add N(0, (scale · RMS(W))²) to every floating parameter W (RMS, so norms' ones move too)."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    generators: dict[torch.device, torch.Generator] = {}
     for param in model.parameters():
         if not param.is_floating_point():
             continue
+        # Draw on the parameter's own device: a 0.5B model's noise drawn on the CPU takes seconds.
+        if param.device not in generators:
+            generators[param.device] = torch.Generator(device=param.device).manual_seed(seed)
         rms = param.float().pow(2).mean().sqrt()
-        noise = torch.randn(param.shape, generator=generator).to(param.device) * (scale * rms)
+        noise = torch.randn(param.shape, generator=generators[param.device], device=param.device) * (scale * rms)
         param.add_(noise.to(param.dtype))
     return model
 
