@@ -133,7 +133,11 @@ class _Stop(Exception):
 
 
 class _Gone(Exception):
-    """The sandboxed process ended or stopped answering."""
+    """The sandboxed process ended (``ended``: its reply pipe closed) or stopped answering."""
+
+    def __init__(self, message: str, *, ended: bool = False) -> None:
+        super().__init__(message)
+        self.ended = ended
 
 
 class Channel:
@@ -169,7 +173,7 @@ class Channel:
                 continue
             chunk = os.read(self._fd, 1 << 16)
             if not chunk:
-                raise _Gone(f"{self.name} ended")
+                raise _Gone(f"{self.name} ended", ended=True)
             self._buffer += chunk
             if len(self._buffer) > _MAX_REPLY_BYTES:
                 raise _Stop(VERDICT_FAIL, REASON_PROTOCOL, f"{self.name} wrote an oversized reply")
@@ -310,20 +314,20 @@ class _Evaluation:
         assert self.worker is not None
         try:
             return self.worker.call(op, timeout_s, **data)
-        except _Gone:
-            hung = self.worker.process.alive
-            result = self.worker.process.finish(kill=hung, wait_s=2.0)
+        except _Gone as gone:
+            # A closed reply pipe means the process is exiting: give it a moment to report how.
+            hung = not gone.ended
+            result = self.worker.process.finish(kill=hung, wait_s=5.0)
             self._absorb(result)
             reason, detail = _death_reason(result, where, hung=hung)
             raise _Stop(VERDICT_FAIL, reason, detail) from None
 
     def _absorb(self, result: SandboxResult) -> None:
-        text = result.output.decode("utf-8", errors="replace")
+        text = result.output.decode("utf-8", errors="replace")[-_LOG_TAIL_CHARS:]
         if result.output_truncated:
-            text = (
-                f"[... {result.output_total_bytes - len(result.output)} bytes of output dropped ...]\n" + text
-            )
-        self.report.log_tail = text[-_LOG_TAIL_CHARS:]
+            dropped = result.output_total_bytes - len(text.encode("utf-8", errors="replace"))
+            text = f"[... {dropped} bytes of output dropped ...]\n" + text[-(_LOG_TAIL_CHARS - 64) :]
+        self.report.log_tail = text
         if result.peak_memory_mb is not None:
             self.report.wall["host_peak_memory_mb"] = result.peak_memory_mb
 
@@ -497,7 +501,7 @@ class _Evaluation:
             if i >= self.warmup:
                 inside.append(ms)
                 rtts.append(rtt)
-                save_previous = entry and self._should_sample(i, total, samples, sets)
+                save_previous = self._should_sample(i, total, samples, sets)
                 if save_previous:
                     samples[i] = seeds[i]
         # Saves the last run's outputs when sampled (and poisons them).
@@ -509,6 +513,8 @@ class _Evaluation:
         assert phase_start is not None
         phase_ms = (time.perf_counter() - phase_start) * 1e3
         timing = self._timing(target, inside, rtts, ping_ms, phase_ms, sets, peak, baseline)
+        if not entry:
+            samples.clear()
         return (timing, samples) if entry else timing
 
     def _should_sample(self, i: int, total: int, samples: dict[int, int], sets: int) -> bool:

@@ -289,10 +289,9 @@ class Sandbox:
             "XDG_CACHE_HOME": f"{tmp_inside}/cache",
             "QUASAR_SCRATCH": scratch_inside,
         }
+        # The driver still numbers devices physically, so the pinned index is the physical one; under
+        # bwrap only that device's node is mounted, so naming another index would find nothing.
         env["CUDA_VISIBLE_DEVICES"] = "" if self.gpu_index is None else str(self.gpu_index)
-        if self.mechanisms.namespaces == "bwrap" and self.gpu_index is not None:
-            # Only that device node is mounted; inside it is device 0.
-            env["CUDA_VISIBLE_DEVICES"] = "0" if len(_gpu_device_nodes(self.gpu_index)) else ""
         env.update(extra)
         return env
 

@@ -56,6 +56,7 @@ class Worker:
         self.device: Any = None
         self.quick = False
         self._timing: dict[str, Any] | None = None
+        self._mem_before = 0
 
     def reply(self, **data: Any) -> None:
         self._reply.write(json.dumps(data) + "\n")
@@ -150,6 +151,8 @@ class Worker:
         from quasar.bench.suite import timing_spec
         from quasar.bench.timing import input_sets_needed, tensor_bytes
 
+        torch = self.torch
+
         if target == "baseline":
             from quasar.kernels import chunk_quasar as fn
         else:
@@ -162,6 +165,11 @@ class Worker:
         if self.device.type == "cuda":
             count = max(sets, input_sets_needed(tensor_bytes(probe.args()), self.device))
         buffers = [probe] + [make_inputs(spec, i, self.device) for i in range(1, count)]
+        if self.device.type == "cuda":
+            # Peak memory of the timed calls alone, beyond the inputs already allocated.
+            self._sync()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._mem_before = torch.cuda.memory_allocated(self.device)
         self._timing = {
             "fn": fn,
             "spec": spec,
@@ -179,12 +187,16 @@ class Worker:
         assert t is not None, "time_begin first"
         error = None
         if t["result"] is not None or t["run"] >= 0:
-            if save_previous and t["target"] == "entry":
+            if save_previous:
+                # The baseline saves too (then discards), so both phases carry the same overhead
+                # and the parent can compare their wall-clock time per run.
+                path = self.scratch / f"{'timed' if t['target'] == 'entry' else 'baseline'}_{t['run']}.pt"
                 try:
-                    path = self.scratch / f"timed_{t['run']}.pt"
                     error = self._save(t["result"], path, False)
                 except Exception as exc:
                     error = f"bad_return_value: {_short(exc)}"
+                if t["target"] != "entry":
+                    path.unlink(missing_ok=True)
             self._poison(t["result"])
             t["result"] = None
         t["run"] += 1
@@ -220,7 +232,7 @@ class Worker:
             error, ms, wall_ms = f"kernel_exception: {_short(exc)}", None, None
         peak = None
         if cuda and error is None:
-            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+            peak = (torch.cuda.max_memory_allocated(self.device) - self._mem_before) / 2**20
         self.reply(ok=error is None, ms=ms, wall_ms=wall_ms, error=error, peak_mem_mb=peak)
 
     def serve(self) -> None:

@@ -1,0 +1,491 @@
+"""End to end: real submissions (honest and malicious) as git repos, evaluated in the real sandbox on CPU.
+
+Each malicious submission starts from ``quasar kernel init``'s template and replaces
+``fla/ops/quasar/__init__.py``. Each is rejected with a clear reason, or (output flood, network,
+secrets, writes outside scratch) contained: nothing reaches the validator. Limits are small so that a
+bad submission costs seconds; fork-bomb and memory-hog tests run only where a cgroup or an
+unprivileged user bounds them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from quasar.evaluation.evaluate import EvaluationOptions, EvaluationReport, evaluate
+from quasar.evaluation.sandbox import SandboxLimits, SandboxUnavailable, detect
+from quasar.kernels.template import init_kernel_repo
+
+try:
+    MECHANISMS = detect()
+except SandboxUnavailable as exc:  # pragma: no cover - depends on the machine
+    pytest.skip(f"no sandbox on this machine: {exc}", allow_module_level=True)
+
+BOUNDED = MECHANISMS.cgroup is not None or MECHANISMS.unprivileged_user or not MECHANISMS.root
+HONEST = "from .chunked import chunk_quasar_torch as _honest\n"
+
+
+def _commit(repo: Path) -> str:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@quasar.invalid", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "submission"], cwd=repo, check=True)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def submit(tmp_path: Path) -> Callable[..., EvaluationReport]:
+    """``submit(init_source, wall_s=..., memory_mb=..., files=..., **options)`` -> the evaluation report."""
+
+    def run(
+        init_source: str | None, *, wall_s: float = 90, memory_mb: int = 3072, max_pids: int = 128,
+        files: dict[str, str] | None = None, **options: object,
+    ) -> EvaluationReport:  # fmt: skip
+        repo = tmp_path / f"repo-{secrets.token_hex(4)}"
+        init_kernel_repo(repo)
+        if init_source is not None:
+            (repo / "fla/ops/quasar/__init__.py").write_text(textwrap.dedent(init_source))
+        for rel, text in (files or {}).items():
+            (repo / rel).write_text(text)
+        sha = _commit(repo)
+        limits = SandboxLimits(
+            wall_s=wall_s, memory_bytes=memory_mb * 2**20, max_pids=max_pids, output_bytes=64 * 2**10,
+            scratch_bytes=512 * 2**20, file_bytes=256 * 2**20, tmp_bytes=256 * 2**20,
+        )  # fmt: skip
+        opts = EvaluationOptions(dev_mode=True, quick=True, limits=limits, work_dir=str(tmp_path), **options)  # type: ignore[arg-type]
+        report = evaluate(str(repo), sha, opts)
+        # Whatever happened, the evaluation removed every directory it made, and only those.
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith("quasar-")]
+        assert repo.is_dir()
+        return report
+
+    return run
+
+
+def _fails(report: EvaluationReport, *reasons: str) -> None:
+    assert report.verdict == "fail", (report.verdict, report.reason, report.detail, report.log_tail[-2000:])
+    assert report.reason in reasons, (report.reason, report.detail, report.log_tail[-2000:])
+    assert report.detail
+
+
+def _passes(report: EvaluationReport) -> None:
+    assert report.verdict == "pass", (report.reason, report.detail, report.log_tail[-3000:])
+
+
+# --- honest submissions --------------------------------------------------------------------------------
+
+
+def test_honest_baseline_passes_with_full_report(submit) -> None:
+    started = time.monotonic()
+    report = submit(None)
+    _passes(report)
+    data = report.to_dict()
+    for key in ("median_ms", "baseline_ms", "speedup", "max_rel_error", "kernel_tree_hash"):
+        assert data[key] is not None, key
+    assert len(report.cases) == 7 and all(c.passed for c in report.cases)
+    assert len(report.timed_checks) >= 3 and all(c.passed for c in report.timed_checks)
+    assert report.evaluation_overhead_s is not None and report.kernel_seconds is not None
+    assert time.monotonic() - started < 120
+
+
+def test_honest_plain_pytorch_loop_passes(submit) -> None:
+    # The definition itself: a Python loop over time, the slowest honest kernel there is.
+    report = submit(
+        """
+        from .reference import naive_quasar
+
+        def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+            return naive_quasar(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+        """,
+        wall_s=300,
+    )
+    _passes(report)
+    print(
+        f"plain loop: {report.duration_s:.1f} s total, kernel {report.kernel_seconds:.1f} s, "
+        f"evaluation overhead {report.evaluation_overhead_s:.1f} s"
+    )
+
+
+# --- wrong answers -----------------------------------------------------------------------------------
+
+ZEROS = """
+import torch
+
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    n = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
+    final = torch.zeros(n, q.shape[2], q.shape[3], v.shape[3]) if output_final_state else None
+    return torch.zeros_like(v, dtype=q.dtype), final
+"""
+
+RETURNS_Q = """
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    return q, None
+"""
+
+CACHE_BY_SHAPE = (
+    HONEST
+    + """
+_cache = {}
+
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    key = (tuple(q.shape), tuple(v.shape), q.dtype, output_final_state, cu_seqlens is None)
+    if key not in _cache:
+        o, f = _honest(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+        _cache[key] = (o.clone(), None if f is None else f.clone())
+    o, f = _cache[key]
+    return o.clone(), None if f is None else f.clone()
+"""
+)
+
+CACHE_BY_POINTER = (
+    HONEST
+    + """
+_cache = {}
+
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    key = (q.data_ptr(), k.data_ptr(), v.data_ptr())
+    if key not in _cache:
+        o, f = _honest(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+        _cache[key] = (o.clone(), None if f is None else f.clone())
+    o, f = _cache[key]
+    return o.clone(), None if f is None else f.clone()
+"""
+)
+
+LAZY_SUBCLASS = (
+    HONEST
+    + """
+import torch
+
+class LazyTensor(torch.Tensor):
+    '''Looks like an output; its values would be computed only when something reads them.'''
+
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    o, f = _honest(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+    return o.as_subclass(LazyTensor), f
+"""
+)
+
+SMALL_T_ONLY = (
+    HONEST
+    + """
+import torch
+
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    if q.shape[1] <= 2048:
+        return _honest(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+    # Restarts the state every 2,048 tokens: cheap, and right only for short sequences.
+    outs = [_honest(q[:, s:s + 2048], k[:, s:s + 2048], v[:, s:s + 2048], beta, initial_state, False, None)[0]
+            for s in range(0, q.shape[1], 2048)]
+    o = torch.cat(outs, dim=1)
+    final = _honest(q, k, v, beta, initial_state, True, cu_seqlens)[1] if output_final_state else None
+    return o, final
+"""
+)
+
+LOW_PRECISION = (
+    HONEST
+    + """
+import torch
+
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    o, f = _honest(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+    # What computing in too low a precision does to the result: a few percent of error.
+    noisy = o.float() * (1 + 0.05 * torch.randn(o.shape))
+    return noisy.to(o.dtype), f
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "reasons"),
+    [
+        pytest.param(ZEROS, ("incorrect_output",), id="returns_zeros"),
+        pytest.param(RETURNS_Q, ("incorrect_output", "wrong_shape"), id="returns_q"),
+        pytest.param(CACHE_BY_SHAPE, ("incorrect_output", "nan_or_inf"), id="caches_by_shape"),
+        pytest.param(CACHE_BY_POINTER, ("incorrect_output", "nan_or_inf"), id="caches_by_data_pointer"),
+        pytest.param(LAZY_SUBCLASS, ("tensor_subclass",), id="lazy_tensor_subclass"),
+        pytest.param(SMALL_T_ONLY, ("incorrect_output",), id="correct_only_at_small_t"),
+        pytest.param(LOW_PRECISION, ("incorrect_output",), id="drops_precision"),
+    ],
+)
+def test_wrong_answers_fail(submit, source: str, reasons: tuple[str, ...]) -> None:
+    report = submit(source)
+    _fails(report, *reasons)
+    if source in (CACHE_BY_SHAPE, CACHE_BY_POINTER):
+        # A cache pays off only on repeated shapes or buffers: the correctness cases pass, and the
+        # sampled timed runs (fresh values in reused buffers) catch it.
+        assert all(c.passed for c in report.cases) and not report.timed_checks[-1].passed
+
+
+# --- lying about time ----------------------------------------------------------------------------------
+
+PATCHES_TIMER = (
+    HONEST
+    + """
+import sys, time
+
+_real = time.perf_counter
+_fake = [0.0]
+
+def _frozen():
+    # Time hardly moves: every run would look a thousand times faster than it is.
+    _fake[0] += 1e-6
+    return _fake[0]
+
+# Every reference to the real timer in every loaded module (the harness's own copies included).
+for module in list(sys.modules.values()):
+    try:
+        for name, value in list(vars(module).items()):
+            if value is _real:
+                setattr(module, name, _frozen)
+    except Exception:
+        pass
+
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    time.sleep(0.05)
+    return _honest(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+"""
+)
+
+
+def test_patched_timer_is_caught_by_the_parent_clock(submit) -> None:
+    report = submit(PATCHES_TIMER)
+    _fails(report, "timing_mismatch")
+
+
+# --- crashes and hangs -------------------------------------------------------------------------------
+
+
+def test_raises_at_import(submit) -> None:
+    report = submit("raise RuntimeError('broken on purpose')\n")
+    _fails(report, "import_failed")
+    assert "broken on purpose" in (report.detail or "")
+
+
+def test_missing_entry_point(submit) -> None:
+    _fails(submit("X = 1\n"), "entry_point_missing")
+
+
+def test_hangs_at_import(submit) -> None:
+    started = time.monotonic()
+    report = submit("import time\nwhile True:\n    time.sleep(1)\n", import_timeout_s=10)
+    _fails(report, "timeout")
+    assert time.monotonic() - started < 60
+
+
+def test_hangs_in_the_call(submit) -> None:
+    source = "import time\n\ndef chunk_quasar(*args, **kwargs):\n    while True:\n        time.sleep(1)\n"
+    started = time.monotonic()
+    report = submit(source, wall_s=40)
+    _fails(report, "timeout")
+    assert time.monotonic() - started < 80
+
+
+def test_exits_mid_run(submit) -> None:
+    source = HONEST + textwrap.dedent(
+        """
+        import os
+        _calls = [0]
+
+        def chunk_quasar(*args, **kwargs):
+            _calls[0] += 1
+            if _calls[0] == 3:
+                os._exit(0)
+            return _honest(*args, **kwargs)
+        """
+    )
+    _fails(submit(source), "worker_exited")
+
+
+# --- resource abuse ----------------------------------------------------------------------------------
+
+
+def test_a_gigabyte_of_output_is_capped(submit) -> None:
+    source = "import sys\n_line = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(_line)\n" + (
+        "from .chunked import chunk_quasar_torch as chunk_quasar\n"
+    )
+    report = submit(source, wall_s=120)
+    _passes(report)
+    assert "bytes of output dropped" in report.log_tail
+    assert len(report.log_tail) <= 5000
+
+
+@pytest.mark.skipif(
+    not BOUNDED, reason="no cgroup and no unprivileged user here: a memory hog is not bounded"
+)
+def test_memory_hog_is_stopped(submit) -> None:
+    # 256 MiB at a time, each page written, until something stops it.
+    source = "import torch\n\ndef chunk_quasar(*args, **kwargs):\n    hog = []\n    while True:\n        hog.append(torch.ones(64 << 20))\n"
+    report = submit(source, memory_mb=1536)
+    _fails(report, "memory_limit", "kernel_exception")
+    if report.reason == "kernel_exception":  # RLIMIT_AS: the allocation itself fails
+        assert "MemoryError" in (report.detail or "")
+
+
+@pytest.mark.skipif(not BOUNDED, reason="no cgroup and no unprivileged user here: a fork bomb is not bounded")
+def test_fork_bomb_is_contained(submit) -> None:
+    source = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    started = time.monotonic()
+    report = submit(source, max_pids=64, import_timeout_s=10)
+    _fails(report, "process_limit", "timeout")
+    assert time.monotonic() - started < 90
+
+
+# --- escapes -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[tuple[int, list[bytes]]]:
+    received: list[bytes] = []
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    received.append(conn.recv(1024) or b"<connected>")
+                except OSError:
+                    received.append(b"<connected>")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], received
+    stop.set()
+    thread.join(timeout=2)
+    server.close()
+
+
+def test_socket_to_loopback_is_blocked(submit, loopback_server) -> None:
+    port, received = loopback_server
+    source = HONEST + textwrap.dedent(
+        f"""
+        import socket
+        for host in ("127.0.0.1", "localhost", "::1"):
+            try:
+                with socket.create_connection((host, {port}), timeout=2) as s:
+                    s.sendall(b"ESCAPED")
+                print("NET-ESCAPE", host)
+            except OSError as exc:
+                print("network blocked:", host, exc)
+        chunk_quasar = _honest
+        """
+    )
+    report = submit(source)
+    _passes(report)
+    assert received == [], received
+    assert "network blocked" in report.log_tail and "NET-ESCAPE" not in report.log_tail
+
+
+def test_secrets_of_the_parent_are_out_of_reach(
+    submit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canary = f"canary-{secrets.token_hex(8)}"
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://quasar:{canary}@db/quasar")
+    monkeypatch.setenv("GITHUB_TOKEN", canary)
+    secret_file = tmp_path / "wallet-hotkey.json"
+    secret_file.write_text(canary)
+    source = HONEST + textwrap.dedent(
+        f"""
+        import glob, os
+        found = []
+        found += [f"env {{k}}={{v}}" for k, v in os.environ.items()]
+        for path in [{str(secret_file)!r}, "/proc/1/environ", f"/proc/{{os.getppid()}}/environ",
+                     *glob.glob("/proc/*/environ"), *glob.glob("/proc/*/cmdline"),
+                     os.path.expanduser("~/.bittensor"), "/root/.bittensor", "/work/main/.env"]:
+            try:
+                with open(path, "rb") as fh:
+                    found.append(f"read {{path}}: {{fh.read(4096)!r}}")
+            except OSError as exc:
+                found.append(f"blocked {{path}}: {{type(exc).__name__}}")
+        print("\\n".join(found))
+        chunk_quasar = _honest
+        """
+    )
+    report = submit(source)
+    _passes(report)
+    assert canary not in report.log_tail
+    assert f"blocked {secret_file}" in report.log_tail
+    assert "DATABASE_URL" not in report.log_tail and "GITHUB_TOKEN" not in report.log_tail
+
+
+def test_writes_outside_scratch_are_contained(submit, tmp_path: Path) -> None:
+    token = secrets.token_hex(6)
+    targets = [tmp_path / f"escape-{token}", Path(f"/tmp/escape-{token}"), Path.cwd() / f"escape-{token}"]
+    source = HONEST + textwrap.dedent(
+        f"""
+        import os
+        here = os.path.dirname(os.path.abspath(__file__))
+        for path in {[str(t) for t in targets]!r} + [os.path.join(here, "escape"), "/escape-{token}"]:
+            try:
+                with open(path, "w") as fh:
+                    fh.write("escaped")
+                print("wrote", path)
+            except OSError as exc:
+                print("write blocked:", path, type(exc).__name__)
+        chunk_quasar = _honest
+        """
+    )
+    report = submit(source)
+    _passes(report)
+    for target in targets:
+        assert not target.exists(), target
+    assert "write blocked" in report.log_tail
+    assert not Path(f"/escape-{token}").exists()
+
+
+# --- GPU only ------------------------------------------------------------------------------------------
+
+SIDE_STREAM = (
+    HONEST
+    + """
+import torch
+
+_stream = None
+
+def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu_seqlens=None):
+    global _stream
+    _stream = _stream or torch.cuda.Stream()
+    # Returns at once; the real work runs on another stream, where the caller's events do not look.
+    _stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(_stream):
+        o, f = _honest(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+    return o, f
+"""
+)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not (os.environ.get("CUDA_VISIBLE_DEVICES") != "" and __import__("torch").cuda.is_available()),
+    reason="side-stream timing needs a CUDA device; run on the GPU machine",
+)
+def test_side_stream_work_is_timed_or_caught_on_gpu(submit) -> None:
+    honest = submit(None, device="cuda", gpu_index=0, wall_s=600, memory_mb=32768)
+    _passes(honest)
+    report = submit(SIDE_STREAM, device="cuda", gpu_index=0, wall_s=600, memory_mb=32768)
+    # Either the parent's clock (device-wide sync before each reply) charges the hidden work, or the
+    # gap between the event time and the parent's clock fails it.
+    if report.verdict == "pass":
+        assert report.median_ms >= 0.5 * honest.median_ms
+    else:
+        _fails(report, "timing_mismatch", "incorrect_output", "nan_or_inf")
