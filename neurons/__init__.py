@@ -1,0 +1,1 @@
+"""The subnet's long-running neurons: ``python -m neurons.miner`` (and the validator's)."""

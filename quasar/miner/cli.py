@@ -1,0 +1,292 @@
+"""``quasar miner`` (the same as ``python -m neurons.miner``): start the miner neuron, or show its state.
+
+Takes the original subnet's bittensor-style flags (``--wallet.name``, ``--wallet.hotkey``,
+``--subtensor.network``, ``--netuid``, ``--axon.port``); each overrides its setting from the
+environment/.env (WALLET_MINER_NAME, WALLET_HOTKEY, SUBTENSOR_NETWORK, NETUID, MINER_INFERENCE_PORT).
+Everything else comes from settings (quasar/config.py). Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from quasar.config import Settings, get_settings, reset_settings_cache
+
+log = logging.getLogger("quasar.miner")
+
+app = typer.Typer(
+    help="The miner neuron: improve the kernel, commit–reveal it to the Validator API, follow its evaluation.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class MinerSetupError(RuntimeError):
+    """Something the miner needs is missing or wrong; the message says what to do."""
+
+
+def state_dir(settings: Settings) -> Path:
+    return (settings.miner_state_dir or settings.quasar_home / "miner").expanduser()
+
+
+def configure_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    if any(getattr(h, "_quasar_miner", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler._quasar_miner = True  # type: ignore[attr-defined]
+    if settings.log_format == "json":
+
+        class JsonFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return json.dumps(
+                    {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                     "message": record.getMessage()}
+                )  # fmt: skip
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+
+
+def _load_wallet(settings: Settings) -> Any:
+    from quasar.wallets import WalletNotFound, load_or_create_dev_wallet, load_wallet
+
+    assert settings.wallet_path is not None
+    if settings.is_embedded:
+        return load_or_create_dev_wallet(
+            settings.wallet_miner_name, settings.wallet_hotkey, settings.wallet_path
+        )
+    try:
+        return load_wallet(settings.wallet_miner_name, settings.wallet_hotkey, settings.wallet_path)
+    except WalletNotFound as exc:
+        raise MinerSetupError(str(exc)) from None
+
+
+def _check_registration(settings: Settings, chain: Any, hotkey: str) -> Any:
+    """The miner's neuron on the metagraph; on the embedded chain it registers itself if needed."""
+    neuron = chain.metagraph().get(hotkey)
+    if neuron is None:
+        if settings.is_embedded:
+            chain.register(hotkey, "miner")
+            log.info("registered the dev hotkey %s as a miner on the dev chain", hotkey)
+            return chain.metagraph().get(hotkey)
+        raise MinerSetupError(
+            f"hotkey {hotkey} is not registered on subnet {settings.netuid} ({settings.subtensor_network}); "
+            f"register it first: btcli subnet register --netuid {settings.netuid} --wallet.name "
+            f"{settings.wallet_miner_name} --wallet.hotkey {settings.wallet_hotkey}"
+        )
+    return neuron
+
+
+def _serve_axon(settings: Settings, chain: Any, wallet: Any, neuron: Any, port: int) -> str | None:
+    """Publish the inference server's address on chain (ServeAxon) if it changed; returns its URL."""
+    ip = settings.miner_external_ip or ("127.0.0.1" if settings.is_embedded else None)
+    if ip is None:
+        log.warning(
+            "MINER_EXTERNAL_IP is not set: the inference server's address is not published on chain, so "
+            "validators cannot verify it; set MINER_EXTERNAL_IP to this machine's public IP"
+        )
+        return settings.miner_inference_url
+    if neuron is None or neuron.axon_ip != ip or neuron.axon_port != port:
+        from quasar.chain import ChainError
+
+        try:
+            chain.serve_axon(wallet, ip, port)
+            log.info("published the inference server address %s:%d on chain", ip, port)
+        except ChainError as exc:
+            log.warning("could not publish %s:%d on chain (%s); continuing", ip, port, exc)
+    host = f"[{ip}]" if ":" in ip else ip
+    return settings.miner_inference_url or f"http://{host}:{port}"
+
+
+def build_miner(settings: Settings, stop: threading.Event, *, axon_port: int | None = None) -> Any:
+    """Everything the loop needs, from the settings; raises MinerSetupError with what to fix."""
+    from quasar.chain import ChainUnavailable, get_chain
+    from quasar.client import ValidatorApiClient
+    from quasar.miner.bench import BenchRunner
+    from quasar.miner.forge import ForgeError, resolve_remote
+    from quasar.miner.loop import Miner, MinerOptions
+    from quasar.miner.state import StateLocked, StateStore
+    from quasar.miner.strategies import Context, make_strategy
+    from quasar.miner.workspace import GitError, Workspace, default_source
+
+    directory = state_dir(settings)
+    store = StateStore(directory)
+    try:
+        store.acquire()
+    except StateLocked as exc:
+        raise MinerSetupError(str(exc)) from None
+    try:
+        wallet = _load_wallet(settings)
+        hotkey = wallet.hotkey.ss58_address
+        chain = get_chain(settings)
+        try:
+            neuron = _check_registration(settings, chain, hotkey)
+        except ChainUnavailable as exc:
+            raise MinerSetupError(f"cannot reach the chain: {exc}") from None
+        port = axon_port or settings.miner_inference_port
+        inference_url = _serve_axon(settings, chain, wallet, neuron, port)
+        try:
+            remote = resolve_remote(settings, directory)
+            workspace = Workspace(settings.miner_workspace or directory / "workspace", settings.miner_branch)
+            source = default_source(
+                settings.target_repo_url,
+                explicit="target_repo_url" in settings.model_fields_set,
+                embedded=settings.is_embedded,
+            )
+            workspace.prepare(source=source, submit_url=remote.push_url, submit_env=remote.git_env())
+        except (ForgeError, GitError) as exc:
+            raise MinerSetupError(str(exc)) from None
+        state = store.load()
+        bench = BenchRunner(
+            device=settings.device,
+            quick=settings.miner_bench_quick,
+            timeout_seconds=settings.miner_bench_timeout_seconds,
+            stop=stop,
+        )
+        context = Context(
+            workspace=workspace,
+            state=state,
+            save=lambda: store.save(state),
+            bench=bench,
+            stop=stop,
+            min_improvement=settings.miner_min_improvement,
+        )
+        options = MinerOptions(
+            min_speedup=settings.miner_min_speedup,
+            optimization_interval=float(settings.optimization_interval),
+            block_time_seconds=settings.block_time_seconds or 12.0,
+            inference_url=inference_url,
+        )
+        client = ValidatorApiClient(settings.validator_api_url, wallet)
+        log.info(
+            "miner %s on %s (netuid %d): API %s, strategy %s, workspace %s (branch %s), pushing to %s",
+            hotkey, settings.subtensor_network, settings.netuid, settings.validator_api_url,
+            settings.miner_strategy, workspace.path, workspace.branch, remote.push_url,
+        )  # fmt: skip
+        return Miner(
+            client=client, chain=chain, remote=remote, strategy=make_strategy(settings), store=store,
+            context=context, options=options, stop=stop,
+        )  # fmt: skip
+    except BaseException:
+        store.release()
+        raise
+
+
+def _apply_flags(**flags: Any) -> Settings:
+    """Settings with the command-line flags taking the place of their environment variables."""
+    names = {
+        "wallet_name": "WALLET_MINER_NAME", "wallet_hotkey": "WALLET_HOTKEY",
+        "network": "SUBTENSOR_NETWORK", "netuid": "NETUID", "strategy": "MINER_STRATEGY",
+        "api_url": "VALIDATOR_API_URL",
+    }  # fmt: skip
+    for key, env in names.items():
+        if flags.get(key) is not None:
+            os.environ[env] = str(flags[key])
+    reset_settings_cache()
+    return get_settings()
+
+
+@app.callback()
+def miner(
+    ctx: typer.Context,
+    wallet_name: Annotated[
+        str | None, typer.Option("--wallet.name", help="Wallet name (WALLET_MINER_NAME).")
+    ] = None,
+    wallet_hotkey: Annotated[
+        str | None, typer.Option("--wallet.hotkey", help="Hotkey name (WALLET_HOTKEY).")
+    ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option("--subtensor.network", help="embedded | finney | test | ws://... (SUBTENSOR_NETWORK)."),
+    ] = None,
+    netuid: Annotated[int | None, typer.Option("--netuid", help="Subnet uid (NETUID).")] = None,
+    axon_port: Annotated[
+        int | None,
+        typer.Option(
+            "--axon.port", help="Port of the inference server published on chain (MINER_INFERENCE_PORT)."
+        ),
+    ] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="tune | agent | manual (MINER_STRATEGY).")
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Validator API URL (VALIDATOR_API_URL).")
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one cycle (improve, submit, reveal) and exit.")
+    ] = False,
+) -> None:
+    """Run the miner until SIGTERM/Ctrl-C (or one cycle with --once). State survives restarts."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        settings = _apply_flags(
+            wallet_name=wallet_name, wallet_hotkey=wallet_hotkey, network=network, netuid=netuid,
+            strategy=strategy, api_url=api_url,
+        )  # fmt: skip
+    except Exception as exc:  # pydantic names the bad variable
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings)
+    from quasar.miner.loop import install_signal_handlers
+
+    stop = threading.Event()
+    install_signal_handlers(stop, on_second=lambda: os._exit(130))
+    try:
+        miner_loop = build_miner(settings, stop, axon_port=axon_port)
+    except MinerSetupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        miner_loop.run(once=once)
+    finally:
+        miner_loop.client.close()
+        miner_loop.store.release()
+    log.info("miner stopped")
+
+
+@app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON on stdout.")] = False,
+) -> None:
+    """Show the miner's state: the pending submission (without its salt), followed and past submissions."""
+    from quasar.miner.state import StateStore
+
+    settings = get_settings()
+    state = StateStore(state_dir(settings)).load()
+    data = state.model_dump(mode="json", exclude={"bench_cache"})
+    if data.get("pending"):
+        data["pending"].pop("salt_hex", None)  # secret until revealed
+    data["bench_results"] = len(state.bench_cache)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    pending = state.pending
+    if pending is None:
+        typer.echo("pending: none")
+    else:
+        typer.echo(
+            f"pending: {pending.phase} {pending.payload.commit_sha[:12]} submission={pending.submission_id} "
+            f"reveal_block={pending.reveal_block} deadline={pending.reveal_deadline_block}"
+        )
+    typer.echo(f"following: {state.following or 'none'}")
+    for item in state.history[-10:]:
+        score = "" if item.score is None else f" speed-up {item.score:.3f}"
+        typer.echo(f"  #{item.submission_id} {item.commit_sha[:12]} {item.status}{score}")
+
+
+def main() -> None:
+    app(prog_name="python -m neurons.miner")
