@@ -74,7 +74,7 @@ def evaluate_command(
     for warning in report.warnings:
         err.print(f"[bold red]WARNING:[/] {warning}")
     if json_output:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
         sys.stdout.flush()
     else:
         colour = {"pass": "green", "fail": "red"}.get(report.verdict, "yellow")

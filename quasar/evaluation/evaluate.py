@@ -118,10 +118,15 @@ class EvaluationReport(BenchReport):
     kernel_seconds: float | None = None
     evaluation_overhead_s: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        data["timed_checks"] = [c.to_dict() for c in self.timed_checks]
-        return data
+    @property
+    def max_rel_error(self) -> float | None:
+        errors = [
+            e
+            for c in self.cases + self.timed_checks
+            for e in (c.rel_error, c.final_state_rel_error)
+            if e is not None
+        ]
+        return max(errors) if errors else None
 
 
 class _Stop(Exception):
