@@ -147,7 +147,13 @@ def create_app(
             log.info("loading %s on %s (%s)", settings.model_name, settings.device, settings.model_dtype)
             state["model"] = await anyio.to_thread.run_sync(load_served_model, settings)
             served = state["model"]
-            log.info("serving %s: %s on %s, weights sha256 %s", served.name, served.dtype_name, served.device, served.weights_sha256)
+            log.info(
+                "serving %s: %s on %s, weights sha256 %s",
+                served.name,
+                served.dtype_name,
+                served.device,
+                served.weights_sha256,
+            )
         yield
 
     app = FastAPI(title="QUASAR miner inference server", version="1", lifespan=lifespan)
@@ -185,7 +191,9 @@ def create_app(
             from quasar.signing import asgi_request_target
 
             try:
-                caller = gate.admit(request.headers, body, method=request.method, target=asgi_request_target(request.scope))
+                caller = gate.admit(
+                    request.headers, body, method=request.method, target=asgi_request_target(request.scope)
+                )
             except AccessDenied as exc:
                 retry = {"Retry-After": "60"} if exc.status == 429 else None
                 return _error(exc.status, exc.code, exc.detail, retry)
@@ -193,7 +201,9 @@ def create_app(
         try:
             req = InferenceRequest.model_validate_json(body)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+            )
             raise RequestRejected(422, "invalid_request", f"not a v1 inference request: {problems}") from None
         served = _served()
         prompt_ids = _validated_prompt(req, served, settings)
@@ -227,7 +237,9 @@ def _validated_prompt(req: InferenceRequest, served: LoadedModel, settings: Sett
         return RequestRejected(422, code, detail)
 
     if (req.input_ids is None) == (req.prompt is None):
-        raise reject("prompt_xor_input_ids", "send exactly one of 'prompt' (text) and 'input_ids' (token ids)")
+        raise reject(
+            "prompt_xor_input_ids", "send exactly one of 'prompt' (text) and 'input_ids' (token ids)"
+        )
     if req.prompt is not None:
         if served.tokenizer is None:
             raise reject("prompt_unsupported", "this server has no tokenizer; send 'input_ids'")
@@ -238,7 +250,8 @@ def _validated_prompt(req: InferenceRequest, served: LoadedModel, settings: Sett
         raise reject("empty_prompt", "the prompt has no tokens")
     if len(ids) > settings.inference_max_input_tokens:
         raise reject(
-            "too_many_tokens", f"the prompt has {len(ids)} tokens; the limit is {settings.inference_max_input_tokens}"
+            "too_many_tokens",
+            f"the prompt has {len(ids)} tokens; the limit is {settings.inference_max_input_tokens}",
         )
     vocab = served.vocab_size
     if any(i < 0 or i >= vocab for i in ids):
@@ -259,7 +272,9 @@ def _validated_prompt(req: InferenceRequest, served: LoadedModel, settings: Sett
             f"{len(req.logits_positions)} logits positions; the limit is {settings.inference_max_logits_positions}",
         )
     if any(p < 0 or p >= req.max_new_tokens for p in req.logits_positions):
-        raise reject("position_out_of_range", f"logits_positions must lie in [0, max_new_tokens={req.max_new_tokens})")
+        raise reject(
+            "position_out_of_range", f"logits_positions must lie in [0, max_new_tokens={req.max_new_tokens})"
+        )
     return ids
 
 
@@ -325,7 +340,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="QUASAR miner inference server")
     parser.add_argument("--host", default=settings.host, help="interface to listen on (default HOST)")
     default_port = int(os.environ.get("PORT") or settings.miner_inference_port)
-    parser.add_argument("--port", type=int, default=default_port, help="port (default MINER_INFERENCE_PORT, 8001)")
+    parser.add_argument(
+        "--port", type=int, default=default_port, help="port (default MINER_INFERENCE_PORT, 8001)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -76,20 +76,28 @@ def build_reference(seed: int, head_scale: float, device: torch.device) -> Loade
         # Random init gives nearly flat next-token distributions; a trained model's are peaked.
         model.lm_head.weight.mul_(head_scale)
     model.eval()
-    return LoadedModel(model=model, tokenizer=None, name="qwen2.5-0.5b-config-random", dtype=torch.float32, device=device)
+    return LoadedModel(
+        model=model, tokenizer=None, name="qwen2.5-0.5b-config-random", dtype=torch.float32, device=device
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--challenges", type=int, default=8, help="challenges per scenario")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting scenarios after this long")
+    parser.add_argument(
+        "--budget-s", type=float, default=420.0, help="stop starting scenarios after this long"
+    )
     parser.add_argument("--head-scale", type=float, default=5.0, help="output-layer scale (logit spread)")
     parser.add_argument("--dtypes", default="float32,bfloat16,float16", help="declared dtypes to calibrate")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
-        print("error: no CUDA device; this script calibrates on the GPU (use `quasar verify calibrate` on CPU)")
+        print(
+            "error: no CUDA device; this script calibrates on the GPU (use `quasar verify calibrate` on CPU)"
+        )
         return 2
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False  # the reference is plain fp32
@@ -103,8 +111,11 @@ def main() -> int:
         logits = reference.model(input_ids=probe).logits[0].float()
     logit_std = float(logits.std(dim=-1).mean())
     top_p = float(logits.softmax(-1).max(-1).values.median())
-    print(f"# {torch.cuda.get_device_name(device)}, torch {torch.__version__}, model built in {build_s:.1f} s; "
-          f"logit std {logit_std:.2f}, median top-1 probability {top_p:.3f}", flush=True)
+    print(
+        f"# {torch.cuda.get_device_name(device)}, torch {torch.__version__}, model built in {build_s:.1f} s; "
+        f"logit std {logit_std:.2f}, median top-1 probability {top_p:.3f}",
+        flush=True,
+    )
 
     spec = ChallengeSpec(prompt_tokens=32, max_new_tokens=32, checked_positions=8)
     dtypes = tuple(d for d in args.dtypes.split(",") if d)
@@ -116,7 +127,11 @@ def main() -> int:
             print(f"# budget spent: skipping '{scenario.name}' and the rest", flush=True)
             break
         outcomes += run_calibration(
-            reference, [scenario], challenges=args.challenges, spec=spec, progress=lambda row: print(row, flush=True)
+            reference,
+            [scenario],
+            challenges=args.challenges,
+            spec=spec,
+            progress=lambda row: print(row, flush=True),
         )
 
     current = misclassified(outcomes)
@@ -151,7 +166,9 @@ def main() -> int:
         print(f"  {dtype:9} {json.dumps(limits.as_dict())}")
     print(f"\n# misclassified with the current defaults: {current or 'none'}")
     print(f"# misclassified with the suggested thresholds: {with_suggested or 'none'}")
-    print(f"# verification time per miner (teacher-forced replay, fp32): {report['verify_ms_per_miner']:.1f} ms")
+    print(
+        f"# verification time per miner (teacher-forced replay, fp32): {report['verify_ms_per_miner']:.1f} ms"
+    )
     print(f"# total {report['total_s']:.0f} s; JSON in {out_dir / 'gpu_calibration.json'}")
     return 0
 

@@ -112,7 +112,9 @@ class ValidatorGate:
         try:
             neuron = self.metagraph.get().get(hotkey)
         except ChainUnavailable as exc:
-            raise AccessDenied(503, "chain_unavailable", f"cannot read the metagraph to check the caller: {exc}") from exc
+            raise AccessDenied(
+                503, "chain_unavailable", f"cannot read the metagraph to check the caller: {exc}"
+            ) from exc
         if neuron is None or not (neuron.validator_permit or neuron.stake >= self.min_stake > 0):
             raise AccessDenied(
                 403,

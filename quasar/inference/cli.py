@@ -11,7 +11,9 @@ import typer
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (default MINER_INFERENCE_PORT, 8001).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default MINER_INFERENCE_PORT, 8001).")
+    ] = None,
 ) -> None:
     """Serve MODEL_NAME for logit verification (POST /inference, GET /health, GET /model_info)."""
     import uvicorn

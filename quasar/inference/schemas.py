@@ -19,7 +19,8 @@ class InferenceRequest(BaseModel):
         default_factory=list, description="Generated positions (0 = first new token) whose logits to return."
     )
     stop_at_eos: bool = Field(
-        True, description="Stop after the end-of-sequence token (validators send false for full-length answers)."
+        True,
+        description="Stop after the end-of-sequence token (validators send false for full-length answers).",
     )
 
 

@@ -60,7 +60,9 @@ def add_weight_noise(model: Any, scale: float, seed: int) -> Any:
         if param.device not in generators:
             generators[param.device] = torch.Generator(device=param.device).manual_seed(seed)
         rms = param.float().pow(2).mean().sqrt()
-        noise = torch.randn(param.shape, generator=generators[param.device], device=param.device) * (scale * rms)
+        noise = torch.randn(param.shape, generator=generators[param.device], device=param.device) * (
+            scale * rms
+        )
         param.add_(noise.to(param.dtype))
     return model
 
@@ -104,9 +106,9 @@ class Scenario:
     note: str = ""
 
 
-def _answer_from(model: Any, challenge: Challenge, *, batch_prompts: list[list[int]] | None = None) -> tuple[
-    list[int], dict[int, torch.Tensor], float, float
-]:
+def _answer_from(
+    model: Any, challenge: Challenge, *, batch_prompts: list[list[int]] | None = None
+) -> tuple[list[int], dict[int, torch.Tensor], float, float]:
     rows = [challenge.input_ids] + (batch_prompts or [])
     ids = torch.tensor(rows, dtype=torch.long)
     wanted = set(challenge.logits_positions) | {p + 1 for p in challenge.logits_positions}
@@ -144,7 +146,9 @@ def shifting(model: Any) -> AnswerFn:
 
     def answer(challenge: Challenge) -> MinerAnswer:
         out, logits, prefill, decode = _answer_from(model, challenge)
-        sent = {str(p): encode_logits(logits.get(p + 1, logits[p]).numpy()) for p in challenge.logits_positions}
+        sent = {
+            str(p): encode_logits(logits.get(p + 1, logits[p]).numpy()) for p in challenge.logits_positions
+        }
         return MinerAnswer(out, sent, prefill, decode)
 
     return answer
@@ -186,7 +190,9 @@ def default_scenarios(
         dtype = DTYPES[dtype_name]
         short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype_name]
         scenarios += [
-            Scenario(f"same model {short}, single", True, dtype_name, lambda d=dtype: serving(clone_model(base, d))),
+            Scenario(
+                f"same model {short}, single", True, dtype_name, lambda d=dtype: serving(clone_model(base, d))
+            ),
             Scenario(
                 f"same model {short}, batch 4",
                 True,
@@ -212,7 +218,9 @@ def default_scenarios(
                     f"noise {scale * 100:g}%, {short}",
                     False,
                     dtype_name,
-                    lambda d=dtype, s=scale: serving(add_weight_noise(clone_model(base, torch.float32), s, 1234).to(d)),
+                    lambda d=dtype, s=scale: serving(
+                        add_weight_noise(clone_model(base, torch.float32), s, 1234).to(d)
+                    ),
                 )
             )
         scenarios += [
@@ -222,8 +230,18 @@ def default_scenarios(
                 dtype_name,
                 lambda d=dtype: serving(quantize_int8(clone_model(base, torch.float32)).to(d)),
             ),
-            Scenario(f"shifted positions, {short}", False, dtype_name, lambda d=dtype: shifting(clone_model(base, d))),
-            Scenario(f"padded tokens, {short}", False, dtype_name, lambda d=dtype: padding(clone_model(base, d), vocab)),
+            Scenario(
+                f"shifted positions, {short}",
+                False,
+                dtype_name,
+                lambda d=dtype: shifting(clone_model(base, d)),
+            ),
+            Scenario(
+                f"padded tokens, {short}",
+                False,
+                dtype_name,
+                lambda d=dtype: padding(clone_model(base, d), vocab),
+            ),
         ]
     if "float32" in declared_dtypes:
         scenarios.append(

@@ -80,4 +80,6 @@ def make_challenge(
     for i in range(k):
         j = i + _uniform_below(picks, len(pool) - i)
         pool[i], pool[j] = pool[j], pool[i]
-    return Challenge(seed=seed, input_ids=prompt, max_new_tokens=max_new_tokens, logits_positions=sorted(pool[:k]))
+    return Challenge(
+        seed=seed, input_ids=prompt, max_new_tokens=max_new_tokens, logits_positions=sorted(pool[:k])
+    )

@@ -34,7 +34,9 @@ def _settings() -> Any:
         raise typer.Exit(2) from None
 
 
-def verifier_from_settings(settings: Any, reference_path: str | None = None, device: str | None = None) -> Any:
+def verifier_from_settings(
+    settings: Any, reference_path: str | None = None, device: str | None = None
+) -> Any:
     """A Verifier for REFERENCE_MODEL (float32, on DEVICE) with the configured thresholds and sizes."""
     from quasar.inference.model import load_model
     from quasar.models.tiny import ensure_default_tiny_model
@@ -61,14 +63,18 @@ def verifier_from_settings(settings: Any, reference_path: str | None = None, dev
 @app.callback()
 def verify(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option("--url", help="Base URL of the miner's inference server.")] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Base URL of the miner's inference server.")
+    ] = None,
     receiver: Annotated[
         str | None, typer.Option(help="The miner's hotkey (signed requests are addressed to it; real chain).")
     ] = None,
     wallet_name: Annotated[
         str | None, typer.Option("--wallet.name", help="Validator wallet that signs (WALLET_VALIDATOR_NAME).")
     ] = None,
-    wallet_hotkey: Annotated[str | None, typer.Option("--wallet.hotkey", help="Hotkey (WALLET_HOTKEY).")] = None,
+    wallet_hotkey: Annotated[
+        str | None, typer.Option("--wallet.hotkey", help="Hotkey (WALLET_HOTKEY).")
+    ] = None,
     seed: Annotated[str | None, typer.Option(help="Challenge seed (hex); random by default.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
@@ -89,7 +95,9 @@ def verify(
 
         try:
             wallet = load_wallet(
-                wallet_name or settings.wallet_validator_name, wallet_hotkey or settings.wallet_hotkey, settings.wallet_path
+                wallet_name or settings.wallet_validator_name,
+                wallet_hotkey or settings.wallet_hotkey,
+                settings.wallet_path,
             )
         except WalletNotFound as exc:
             _echo_err(f"error: {exc}")
@@ -126,11 +134,17 @@ def _advertised_hotkey(url: str, settings: Any) -> str | None:
     import httpx
 
     try:
-        hotkey = httpx.get(url.rstrip("/") + "/model_info", timeout=settings.verify_timeout_seconds).json().get("hotkey")
+        hotkey = (
+            httpx.get(url.rstrip("/") + "/model_info", timeout=settings.verify_timeout_seconds)
+            .json()
+            .get("hotkey")
+        )
     except (httpx.HTTPError, ValueError):
         return None
     if hotkey:
-        _echo_err(f"note: addressing the request to the hotkey the server advertises ({hotkey}); pass --receiver to pin it")
+        _echo_err(
+            f"note: addressing the request to the hotkey the server advertises ({hotkey}); pass --receiver to pin it"
+        )
     return hotkey
 
 
@@ -139,8 +153,12 @@ def calibrate(
     challenges: Annotated[int, typer.Option(help="Challenges per scenario.")] = 8,
     model: Annotated[str | None, typer.Option(help="Reference model (default REFERENCE_MODEL).")] = None,
     device: Annotated[str | None, typer.Option(help="Device (default DEVICE).")] = None,
-    dtypes: Annotated[str, typer.Option(help="Declared dtypes to calibrate, comma-separated.")] = "float32,bfloat16",
-    write: Annotated[Path | None, typer.Option(help="Write the suggested thresholds to this JSON file.")] = None,
+    dtypes: Annotated[
+        str, typer.Option(help="Declared dtypes to calibrate, comma-separated.")
+    ] = "float32,bfloat16",
+    write: Annotated[
+        Path | None, typer.Option(help="Write the suggested thresholds to this JSON file.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Measure honest noise against dishonest distance and print the table thresholds come from."""
@@ -161,10 +179,19 @@ def calibrate(
         _echo_err(f"error: {exc}")
         raise typer.Exit(2) from None
     reference = verifier.reference
-    scenarios = default_scenarios(reference, declared_dtypes=tuple(d.strip() for d in dtypes.split(",") if d.strip()))
-    _echo_err(f"calibrating {reference.name} on {reference.device}: {len(scenarios)} scenarios x {challenges} challenges")
+    scenarios = default_scenarios(
+        reference, declared_dtypes=tuple(d.strip() for d in dtypes.split(",") if d.strip())
+    )
+    _echo_err(
+        f"calibrating {reference.name} on {reference.device}: {len(scenarios)} scenarios x {challenges} challenges"
+    )
     outcomes = run_calibration(
-        reference, scenarios, challenges=challenges, spec=verifier.spec, thresholds=verifier.thresholds, progress=_echo_err
+        reference,
+        scenarios,
+        challenges=challenges,
+        spec=verifier.spec,
+        thresholds=verifier.thresholds,
+        progress=_echo_err,
     )
     current_misses = misclassified(outcomes)
     suggested = suggest_thresholds(outcomes)

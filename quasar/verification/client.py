@@ -80,7 +80,9 @@ def verify_server(
     """
     challenge = verifier.challenge(seed)
 
-    def outcome(verdict: str, reason: str, detail: str, metrics: dict[str, float] | None = None) -> VerificationResult:
+    def outcome(
+        verdict: str, reason: str, detail: str, metrics: dict[str, float] | None = None
+    ) -> VerificationResult:
         return VerificationResult(verdict, reason, detail, metrics or {}, challenge.seed)  # type: ignore[arg-type]
 
     auth = None
@@ -110,7 +112,11 @@ def verify_server(
             return outcome("fail", "bad_response", f"/model_info is not the v1 shape: {exc}"), info
         if model.vocab_size != verifier.vocab_size:
             return (
-                outcome("fail", "vocab_mismatch", f"server vocab {model.vocab_size}, reference {verifier.vocab_size}"),
+                outcome(
+                    "fail",
+                    "vocab_mismatch",
+                    f"server vocab {model.vocab_size}, reference {verifier.vocab_size}",
+                ),
                 info,
             )
         started = time.perf_counter()
@@ -125,10 +131,14 @@ def verify_server(
         verdict, reason = _STATUS_VERDICTS.get(
             answered.status_code, ("fail", "server_error" if answered.status_code >= 500 else "bad_response")
         )
-        return outcome(verdict, reason, f"/inference answered {answered.status_code}: {answered.text[:300]}"), info
+        return outcome(
+            verdict, reason, f"/inference answered {answered.status_code}: {answered.text[:300]}"
+        ), info
     try:
         body = InferenceResponse.model_validate_json(answered.content)
     except ValidationError as exc:
-        return outcome("fail", "bad_response", f"/inference answer is not the v1 shape: {exc.errors()[:3]}"), info
+        return outcome(
+            "fail", "bad_response", f"/inference answer is not the v1 shape: {exc.errors()[:3]}"
+        ), info
     answer = MinerAnswer(body.output_ids, body.logits, body.prefill_ms, body.decode_ms)
     return verifier.check(challenge, answer, declared_dtype=model.dtype, elapsed_s=elapsed), info

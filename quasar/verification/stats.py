@@ -60,7 +60,9 @@ def token_gaps(reference_logits: torch.Tensor, output_ids: Sequence[int]) -> tor
     return (ref.max(dim=-1).values - ref.gather(1, sent[:, None])[:, 0]).clamp_min(0.0)
 
 
-def token_check(reference_logits: torch.Tensor, output_ids: Sequence[int], gap_tolerance: float) -> TokenCheck:
+def token_check(
+    reference_logits: torch.Tensor, output_ids: Sequence[int], gap_tolerance: float
+) -> TokenCheck:
     """Compare sent tokens with the reference's argmax over [N, V] teacher-forced logits."""
     gaps = token_gaps(reference_logits, output_ids)
     sent = list(output_ids)

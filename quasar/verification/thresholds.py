@@ -23,7 +23,9 @@ from pathlib import Path
 class Thresholds:
     """Bounds for one declared dtype. A check fails as soon as one bound is crossed."""
 
-    token_gap_tolerance: float  # logit units: a sent token this close to the reference's top one is a near tie
+    token_gap_tolerance: (
+        float  # logit units: a sent token this close to the reference's top one is a near tie
+    )
     max_token_mismatches: int  # tokens further than the tolerance from the reference argmax
     min_centred_cosine: float  # worst checked position
     max_kl: float  # worst checked position, nats

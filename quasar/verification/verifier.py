@@ -103,7 +103,9 @@ class Verifier:
                 _timing_metrics(answer, elapsed_s),
                 challenge.seed,
             )
-        return self.judge(self.measure(challenge, answer, elapsed_s=elapsed_s, topk=limits.topk), limits, declared_dtype)
+        return self.judge(
+            self.measure(challenge, answer, elapsed_s=elapsed_s, topk=limits.topk), limits, declared_dtype
+        )
 
     def measure(
         self, challenge: Challenge, answer: MinerAnswer, *, elapsed_s: float | None = None, topk: int = 10
@@ -112,7 +114,11 @@ class Verifier:
         metrics = _timing_metrics(answer, elapsed_s)
 
         def stop(reason: str, detail: str, verdict: VerdictName = "fail") -> Measurement:
-            return Measurement(challenge.seed, metrics, failure=VerificationResult(verdict, reason, detail, metrics, challenge.seed))
+            return Measurement(
+                challenge.seed,
+                metrics,
+                failure=VerificationResult(verdict, reason, detail, metrics, challenge.seed),
+            )
 
         # --- 1. shape of the answer ------------------------------------------------------------
         ids = answer.output_ids
@@ -121,7 +127,9 @@ class Verifier:
         if n == 0 or n > challenge.max_new_tokens:
             return stop("wrong_length", f"{n} tokens for max_new_tokens={challenge.max_new_tokens}")
         if n < challenge.max_new_tokens and (eos is None or ids[-1] != eos):
-            return stop("wrong_length", f"{n} of {challenge.max_new_tokens} tokens and no end-of-sequence token")
+            return stop(
+                "wrong_length", f"{n} of {challenge.max_new_tokens} tokens and no end-of-sequence token"
+            )
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 or t >= self.vocab_size for t in ids):
             return stop("bad_token_ids", f"token ids must lie in [0, {self.vocab_size})")
         checked = [p for p in challenge.logits_positions if p < n]
@@ -135,7 +143,9 @@ class Verifier:
             except LogitsDecodeError as exc:
                 return stop("bad_logits", f"position {position}: {exc}")
             if row.shape != (self.vocab_size,) or not np.isfinite(row).all():
-                return stop("bad_logits", f"position {position}: logits are not {self.vocab_size} finite values")
+                return stop(
+                    "bad_logits", f"position {position}: logits are not {self.vocab_size} finite values"
+                )
             rows.append(row)
 
         # --- 2. teacher-forced replay ----------------------------------------------------------
@@ -185,7 +195,9 @@ class Verifier:
                 f"centred cosine {metrics['centred_cosine_mean']:.6f} < {limits.min_centred_cosine} ({declared_dtype})",
             )
         if metrics["kl_mean"] > limits.max_kl:
-            return fail("kl_too_high", f"KL {metrics['kl_mean']:.3g} > {limits.max_kl:.3g} ({declared_dtype})")
+            return fail(
+                "kl_too_high", f"KL {metrics['kl_mean']:.3g} > {limits.max_kl:.3g} ({declared_dtype})"
+            )
         if metrics["topk_agreement_mean"] < limits.min_topk_agreement:
             return fail(
                 "topk_disagree",
@@ -193,7 +205,8 @@ class Verifier:
             )
         if self.raw_cosine_min is not None and metrics["raw_cosine_min"] < self.raw_cosine_min:
             return fail(
-                "raw_cosine_below_threshold", f"raw cosine {metrics['raw_cosine_min']:.6f} < {self.raw_cosine_min}"
+                "raw_cosine_below_threshold",
+                f"raw cosine {metrics['raw_cosine_min']:.6f} < {self.raw_cosine_min}",
             )
         if self.max_abs_diff_max is not None and metrics["max_abs_diff"] > self.max_abs_diff_max:
             return fail(

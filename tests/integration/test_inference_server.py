@@ -51,7 +51,9 @@ def _free_port() -> int:
 def serving(app: Any) -> Iterator[str]:
     """Run ``app`` in uvicorn on a free 127.0.0.1 port (in a thread); yields its base URL."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -110,7 +112,8 @@ def test_health_and_model_info(honest_url: str, honest_model: LoadedModel) -> No
 
 def test_prompt_text_is_tokenized_and_answered(honest_url: str) -> None:
     reply = httpx.post(
-        f"{honest_url}/inference", json={"prompt": "The validator draws a seed", "max_new_tokens": 5, "logits_positions": [4]}
+        f"{honest_url}/inference",
+        json={"prompt": "The validator draws a seed", "max_new_tokens": 5, "logits_positions": [4]},
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -169,7 +172,9 @@ def shift_positions(body: dict[str, Any], client: httpx.Client) -> dict[str, Any
 def pad_with_made_up_tokens(body: dict[str, Any], client: httpx.Client) -> dict[str, Any]:
     half = body["max_new_tokens"] // 2
     early = [p for p in body["logits_positions"] if p < half]
-    answer = client.post("/inference", json={**body, "max_new_tokens": half, "logits_positions": early}).json()
+    answer = client.post(
+        "/inference", json={**body, "max_new_tokens": half, "logits_positions": early}
+    ).json()
     filler = [(17 * i + 5) % 700 + 2 for i in range(body["max_new_tokens"] - half)]
     answer["output_ids"] += filler
     last = answer["logits"][str(early[-1])] if early else next(iter(answer["logits"].values()), "")
@@ -206,15 +211,16 @@ def test_unreachable_server_fails(verifier: Verifier) -> None:
         ({"input_ids": [5, 6], "max_new_tokens": 0}, "max_new_tokens_out_of_range"),
         ({"input_ids": [5, 6], "max_new_tokens": 4, "logits_positions": [4]}, "position_out_of_range"),
         ({"input_ids": [5, 6], "max_new_tokens": 4, "logits_positions": [-1]}, "position_out_of_range"),
-        ({"input_ids": [5, 6], "max_new_tokens": 8, "logits_positions": list(range(5))}, "too_many_positions"),
+        (
+            {"input_ids": [5, 6], "max_new_tokens": 8, "logits_positions": list(range(5))},
+            "too_many_positions",
+        ),
         ({"input_ids": [5, 10**6], "max_new_tokens": 2}, "token_id_out_of_range"),
         ({"input_ids": [5, -3], "max_new_tokens": 2}, "token_id_out_of_range"),
         ({"input_ids": "five", "max_new_tokens": 2}, "invalid_request"),
     ],
 )
-def test_malformed_requests_get_422_with_a_code(
-    limited_url: str, body: dict[str, Any], code: str
-) -> None:
+def test_malformed_requests_get_422_with_a_code(limited_url: str, body: dict[str, Any], code: str) -> None:
     reply = httpx.post(f"{limited_url}/inference", json=body)
     assert reply.status_code == 422, reply.text
     assert reply.json()["code"] == code and reply.json()["detail"]
@@ -233,7 +239,9 @@ def limited_url(tmp_path_factory: pytest.TempPathFactory, honest_model: LoadedMo
 
 
 def test_body_that_is_not_json_gets_422(limited_url: str) -> None:
-    reply = httpx.post(f"{limited_url}/inference", content=b"{not json", headers={"content-type": "application/json"})
+    reply = httpx.post(
+        f"{limited_url}/inference", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert reply.status_code == 422 and reply.json()["code"] == "invalid_request"
 
 
@@ -241,6 +249,7 @@ def test_body_that_is_not_json_gets_422(limited_url: str) -> None:
 def test_busy_server_answers_503_past_the_queue_bound(tmp_path: Path, honest_model: LoadedModel) -> None:
     release = threading.Event()
     gated = clone_model(honest_model.model, torch.float32)
+
     def hold(module: Any, args: Any) -> None:  # the first request occupies the device until released
         release.wait(30)
 
@@ -276,8 +285,12 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 # --- on a real chain: signed requests from validators only -----------------------------------------------
 @pytest.fixture
-def chain_server(tmp_path: Path, honest_model: LoadedModel) -> Iterator[tuple[str, Keypair, Keypair, Keypair]]:
-    miner, validator, stranger = (Keypair.create_from_uri(f"//Inference{n}") for n in ("Miner", "Validator", "Stranger"))
+def chain_server(
+    tmp_path: Path, honest_model: LoadedModel
+) -> Iterator[tuple[str, Keypair, Keypair, Keypair]]:
+    miner, validator, stranger = (
+        Keypair.create_from_uri(f"//Inference{n}") for n in ("Miner", "Validator", "Stranger")
+    )
     chain = DevChain(tmp_path / "chain.sqlite", netuid=24, block_time_seconds=1000.0)
     chain.register(miner.ss58_address, "miner")
     chain.register(validator.ss58_address, "validator", stake=10.0)
@@ -295,7 +308,9 @@ def chain_server(tmp_path: Path, honest_model: LoadedModel) -> Iterator[tuple[st
 
 def _signed_post(url: str, key: Keypair, receiver: str, body: bytes) -> httpx.Response:
     headers = http_auth.sign(key, method="POST", path="/inference", body=body, receiver_ss58=receiver)
-    return httpx.post(f"{url}/inference", content=body, headers={**headers, "content-type": "application/json"})
+    return httpx.post(
+        f"{url}/inference", content=body, headers={**headers, "content-type": "application/json"}
+    )
 
 
 def test_real_chain_serves_only_signed_validators_within_the_rate(
@@ -311,7 +326,8 @@ def test_real_chain_serves_only_signed_validators_within_the_rate(
     assert httpx.get(f"{url}/model_info").json()["hotkey"] == miner.ss58_address
 
     result, _ = verify_server(url, verifier, dev_mode=True, wallet=validator, receiver=miner.ss58_address)
-    assert result.verdict == "pass", result.as_dict()  # two signed calls: /model_info is public, /inference counts
+    # /model_info is public; only /inference counts against the rate limit
+    assert result.verdict == "pass", result.as_dict()
     assert _signed_post(url, validator, miner.ss58_address, body).status_code == 200
     assert _signed_post(url, validator, miner.ss58_address, body).status_code == 200
     limited = _signed_post(url, validator, miner.ss58_address, body)
