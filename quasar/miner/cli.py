@@ -58,6 +58,8 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    # One line per HTTP request drowns the miner's own story; httpx's warnings still show.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def _load_wallet(settings: Settings) -> Any:
