@@ -20,6 +20,7 @@ from quasar.config import Settings, get_settings
 from quasar.evaluation.cli import evaluate_command
 from quasar.inference.cli import serve as inference_serve
 from quasar.local import app as local_app
+from quasar.miner.cli import app as miner_app
 from quasar.models.cli import app as model_app
 from quasar.verification.cli import app as verify_app
 
@@ -42,6 +43,7 @@ app.add_typer(chain_app, name="chain", help="The local dev chain (embedded profi
 app.add_typer(local_app, name="local", help="The whole subnet on this machine (embedded profile).")
 app.add_typer(verify_app, name="verify")
 app.add_typer(model_app, name="model")
+app.add_typer(miner_app, name="miner", help="The miner neuron (the same as python -m neurons.miner).")
 app.command("inference")(inference_serve)
 
 err = Console(stderr=True)
