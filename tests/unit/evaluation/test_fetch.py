@@ -125,3 +125,16 @@ def test_symlinks_are_checked_out_as_plain_files(make_repo, tmp_path: Path) -> N
         assert not leak.is_symlink() and leak.read_text() == "/etc/hostname"
     finally:
         fetched.remove()
+
+
+def test_pin_config_names_host_port_and_address() -> None:
+    from quasar.evaluation.fetch import _pin_config
+
+    assert _pin_config("https://github.com/a/b", "140.82.121.4") == [
+        "-c",
+        "http.curloptResolve=github.com:443:140.82.121.4",
+    ]
+    assert _pin_config("https://example.org:8443/a", "2001:db8::1")[1].endswith(
+        "example.org:8443:[2001:db8::1]"
+    )
+    assert _pin_config("/srv/repo", None) == []
