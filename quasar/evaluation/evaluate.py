@@ -406,7 +406,8 @@ class _Evaluation:
         )  # fmt: skip
         self.checker.send("start", device=report.device_type, quick=o.quick)
 
-        case_seed = secrets.randbits(62) if o.seed is None else self.seed
+        # Fresh per evaluation (reported as `seed`), handed over only now, after the import.
+        case_seed = self.seed
         reply, _ = self._worker_call(
             "cases", o.limits.wall_s, "running the correctness cases", seed=case_seed
         )
