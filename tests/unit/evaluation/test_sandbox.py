@@ -126,7 +126,9 @@ def test_process_cap_holds(tmp_path: Path) -> None:
     assert made < 32
 
 
-@pytest.mark.skipif(MECHANISMS.cgroup is None, reason="no writable cgroup: memory is capped by RLIMIT_AS only")
+@pytest.mark.skipif(
+    MECHANISMS.cgroup is None, reason="no writable cgroup: memory is capped by RLIMIT_AS only"
+)
 def test_memory_cap_holds(tmp_path: Path) -> None:
     box = Sandbox(SandboxLimits(wall_s=30, max_pids=32, memory_bytes=256 * 2**20))
     code = "x = []\nwhile True:\n    x.append(b'z' * (32 << 20))\n"
@@ -134,7 +136,9 @@ def test_memory_cap_holds(tmp_path: Path) -> None:
     assert result.returncode != 0 and result.memory_exceeded
 
 
-def test_refuses_without_namespaces_unless_insecure_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refuses_without_namespaces_unless_insecure_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # No bwrap or unshare on PATH: the detection caches are cleared around the check.
     empty = tmp_path / "bin"
     empty.mkdir()
