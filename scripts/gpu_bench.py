@@ -118,11 +118,11 @@ def check_poison():
 
 def check_backward():
     B, T, H, K, V = 2, 300, 2, 32, 32
-    # dbeta sums alpha's gradient over every token with heavy cancellation, so fp32 vs fp64 already
-    # differs by up to ~9e-3 there; the other gradients agree to ~1e-6.
     for dtype, tol in ((torch.float32, 1e-3), (torch.bfloat16, 1e-2)):
         g = torch.Generator(device=DEV).manual_seed(3)
-        leaves = [torch.randn(B, T, H, K, device=DEV, generator=g), torch.randn(B, T, H, K, device=DEV, generator=g),
+        # ||k||^2 ~ 1 keeps alpha off saturation, where dbeta ~ exp(-beta ||k||^2) is pure rounding noise.
+        leaves = [torch.randn(B, T, H, K, device=DEV, generator=g),
+                  torch.randn(B, T, H, K, device=DEV, generator=g) * K**-0.5,
                   torch.randn(B, T, H, V, device=DEV, generator=g), torch.rand(H, device=DEV, generator=g) + 0.5,
                   torch.randn(B, H, K, V, device=DEV, generator=g)]
         do = torch.randn(B, T, H, V, device=DEV, generator=g)
@@ -135,7 +135,7 @@ def check_backward():
             torch.autograd.backward([o, ht], [do.to(o.dtype), dht.to(ht.dtype)])
             grads.append([x.grad for x in xs])
         errs = {n: rel(a, b) for n, a, b in zip(("dq", "dk", "dv", "dbeta", "dh0"), *grads, strict=True)}
-        ok = all(e < (2e-2 if n == "dbeta" else tol) for n, e in errs.items())
+        ok = all(e < tol for e in errs.values())
         RESULTS["backward"][str(dtype)] = {**errs, "tolerance": tol, "pass": ok}
         log(f"backward {dtype}: " + "  ".join(f"{n} {e:.2e}" for n, e in errs.items()) + f"  {'PASS' if ok else 'FAIL'}")
 

@@ -73,8 +73,10 @@ def test_forward_matches_reference(dtype, B, T, H, K, V, lengths, segment_chunks
     assert _rel(ht, ref_ht) < TOLERANCE[dtype]
 
 
-# dbeta sums alpha's gradient over every token with heavy cancellation: fp32 vs fp64 differs by up to
-# ~9e-3 there (measured on an H100), while the other gradients agree to ~1e-6.
+# Keys are scaled to ||k||^2 ~ 1. With unit-variance keys beta * ||k||^2 ~ K saturates alpha at
+# 1/||k||^2, so d alpha / d beta = exp(-beta ||k||^2) ~ 1e-14 and dbeta is rounding noise in any
+# fp32 path (fp32 vs fp64 differed by up to 250% there, on CPU and GPU alike); at ||k||^2 ~ 1 every
+# gradient, dbeta included, agrees to ~1e-6.
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-3), (torch.bfloat16, 1e-2)])
 def test_backward_matches_autograd_through_reference(dtype, tolerance) -> None:
     from quasar.kernels.fast import chunk_quasar
@@ -82,6 +84,7 @@ def test_backward_matches_autograd_through_reference(dtype, tolerance) -> None:
 
     B, T, H, K, V = 2, 300, 2, 32, 32
     q, k, v, beta, h0 = _inputs(B, T, H, K, V, dtype, B, seed=11)
+    k = (k.float() * K**-0.5).to(dtype)
     do = torch.randn(B, T, H, V, device="cuda")
     dht = torch.randn(B, H, K, V, device="cuda")
     grads = []
@@ -91,4 +94,4 @@ def test_backward_matches_autograd_through_reference(dtype, tolerance) -> None:
         torch.autograd.backward([o, ht], [do.to(o.dtype), dht.to(ht.dtype)])
         grads.append([x.grad for x in xs])
     for name, got, ref in zip(("dq", "dk", "dv", "dbeta", "dh0"), *grads, strict=True):
-        assert _rel(got, ref) < (2e-2 if name == "dbeta" else tolerance), name
+        assert _rel(got, ref) < tolerance, name

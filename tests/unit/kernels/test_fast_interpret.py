@@ -92,7 +92,8 @@ def _run_cases() -> dict[str, dict[str, float]]:
     # Backward through the public op (Triton forward, autograd backward) against autograd through the
     # definition in fp64.
     B, T, H, K, V = 2, 80, 2, 16, 32
-    leaves = [torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V),
+    # ||k||^2 ~ 1 keeps alpha off saturation, where dbeta ~ exp(-beta ||k||^2) is pure rounding noise.
+    leaves = [torch.randn(B, T, H, K), torch.randn(B, T, H, K) * K**-0.5, torch.randn(B, T, H, V),
               torch.rand(H) + 0.5, torch.randn(B, H, K, V)]
     do, dht = torch.randn(B, T, H, V), torch.randn(B, H, K, V)
     grads = []
@@ -104,8 +105,7 @@ def _run_cases() -> dict[str, dict[str, float]]:
     report["backward"] = {
         name: _rel(got, ref) for name, got, ref in zip(("dq", "dk", "dv", "dbeta", "dh0"), *grads, strict=True)
     }
-    # fp32 autograd vs fp64: dbeta sums over every token, so it carries the most rounding.
-    report["backward"]["tolerance"] = 1e-3
+    report["backward"]["tolerance"] = 1e-4
     return report
 
 
