@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One device call that checks what only a GPU can: the fast kernel's remaining GPU tests, the bench
+# harness's CUDA path (events, 100k cases, layer), the side-stream cheat under evaluation, and the
+# logit-verification calibration at Qwen2.5-0.5B scale. Each step has its own time limit so one
+# slow step cannot starve the others. Logs go to $OUT (or ./gpu-checks).
+set -u
+OUT=${OUT:-gpu-checks}; mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+nvidia-smi -L; python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+
+echo "== fast kernel GPU tests"
+timeout "${TESTS_S:-170}" python3 -m pytest -q --noconftest -p no:cacheprovider \
+    tests/unit/kernels/test_fast_gpu.py ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} >"$OUT/gpu_tests.log" 2>&1
+echo "rc=$?"; tail -n 12 "$OUT/gpu_tests.log"
+
+echo "== quasar bench on cuda"
+timeout "${BENCH_S:-150}" python3 -m quasar.bench --device cuda --json >"$OUT/bench_gpu.json" 2>"$OUT/bench_gpu.err"
+echo "rc=$?"; tail -c 1200 "$OUT/bench_gpu.err"
+python3 - "$OUT/bench_gpu.json" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception as exc:
+    print("no bench report:", exc); raise SystemExit
+print("verdict", d["verdict"], d.get("reason"), "median_ms", d.get("median_ms"), "baseline_ms", d.get("baseline_ms"),
+      "max_rel_error", d.get("max_rel_error"), "peak_mem_mb", d.get("peak_mem_mb"))
+for c in d.get("cases", []):
+    print(f'  {c["name"]:<28} {c["dtype"]:<9} rel={c.get("rel_error")} passed={c["passed"]}')
+print("layer", d.get("layer"))
+PY
+
+echo "== side-stream cheat under evaluation"
+timeout "${SIDE_S:-100}" python3 -m pytest -q --noconftest -p no:cacheprovider \
+    tests/integration/test_evaluate_submissions.py -k side_stream >"$OUT/side_stream.log" 2>&1
+echo "rc=$?"; tail -n 8 "$OUT/side_stream.log"
+
+echo "== logit verification calibration"
+timeout "${CALIB_S:-170}" python3 scripts/gpu_calibrate.py --challenges "${CALIB_CHALLENGES:-4}" \
+    --budget-s "${CALIB_BUDGET_S:-140}" >"$OUT/calibration.log" 2>&1
+echo "rc=$?"; tail -n 45 "$OUT/calibration.log"
