@@ -31,6 +31,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "evaluations_per_submission": 1,
         "auto_rounds": True,
         "min_validator_stake": 0.0,
+        "weights_interval_blocks": 20,
     },
     "chain": {
         "block_time_seconds": 12.0,
@@ -40,6 +41,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "evaluations_per_submission": 3,
         "auto_rounds": True,
         "min_validator_stake": 1000.0,
+        "weights_interval_blocks": 360,
     },
 }
 
@@ -142,6 +144,25 @@ class Settings(BaseSettings):
         None,
         description="A cgroup v2 directory delegated to the validator (pids and memory enabled) to create "
         "per-run cgroups in; default: the validator's own cgroup, else cgroup v1 where writable.",
+    )
+
+    # --- validator neuron ----------------------------------------------------------------------
+    validator_poll_seconds: float = Field(
+        5.0, gt=0, description="How long the validator waits before asking again when no job is queued."
+    )
+    weights_interval_blocks: int | None = Field(
+        None,
+        ge=1,
+        description="Blocks between two weight settings of the validator (a tempo; embedded 20, chain 360). "
+        "Weights are also set as soon as a newly finalized round changes them.",
+    )
+    evaluation_quick: bool = Field(
+        False, description="Validators time fewer runs per evaluation (tests and local demos only)."
+    )
+    validator_state_dir: Path | None = Field(
+        None,
+        description="Where the validator keeps results not yet accepted by the API, to post them after a "
+        "restart (default QUASAR_HOME/validator).",
     )
 
     # --- miner ---------------------------------------------------------------------------------
