@@ -1,0 +1,279 @@
+"""``quasar validator`` (the same as ``python -m neurons.validator``): run the validator neuron.
+
+Takes the original subnet's bittensor-style flags (``--wallet.name``, ``--wallet.hotkey``,
+``--subtensor.network``, ``--netuid``, ``--axon.port``); each overrides its setting from the
+environment/.env (WALLET_VALIDATOR_NAME, WALLET_HOTKEY, SUBTENSOR_NETWORK, NETUID). Everything else
+comes from settings (quasar/config.py): VALIDATOR_API_URL, DEVICE (``auto``: one worker per visible
+GPU), ENABLE_LOGIT_VERIFICATION and REFERENCE_MODEL, JOB_LEASE_SECONDS, WEIGHTS_INTERVAL_BLOCKS, the
+sandbox limits. ``--once`` and ``--max-jobs N`` end the run early (tests, scripts). Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from quasar.config import Settings, get_settings, reset_settings_cache
+
+log = logging.getLogger("quasar.validator")
+
+app = typer.Typer(
+    help="The validator neuron: evaluate submissions, verify miners' logits, set weights on chain.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class ValidatorSetupError(RuntimeError):
+    """Something the validator needs is missing or wrong; the message says what to do."""
+
+
+def state_dir(settings: Settings) -> Path:
+    return (settings.validator_state_dir or settings.quasar_home / "validator").expanduser()
+
+
+def configure_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    if any(getattr(h, "_quasar_validator", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler._quasar_validator = True  # type: ignore[attr-defined]
+    if settings.log_format == "json":
+
+        class JsonFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return json.dumps(
+                    {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                     "message": record.getMessage()}
+                )  # fmt: skip
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    # One line per HTTP request (heartbeats included) drowns the validator's own story.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+
+
+def _load_wallet(settings: Settings) -> Any:
+    from quasar.wallets import WalletNotFound, load_or_create_dev_wallet, load_wallet
+
+    assert settings.wallet_path is not None
+    if settings.is_embedded:
+        return load_or_create_dev_wallet(
+            settings.wallet_validator_name, settings.wallet_hotkey, settings.wallet_path
+        )
+    try:
+        return load_wallet(settings.wallet_validator_name, settings.wallet_hotkey, settings.wallet_path)
+    except WalletNotFound as exc:
+        raise ValidatorSetupError(str(exc)) from None
+
+
+def _check_registration(settings: Settings, chain: Any, hotkey: str) -> None:
+    """The validator must be on the metagraph; on the embedded chain it registers itself."""
+    neuron = chain.metagraph().get(hotkey)
+    if neuron is not None:
+        if not neuron.validator_permit and neuron.stake < (settings.min_validator_stake or 0.0):
+            log.warning(
+                "hotkey %s has no validator permit and stake %.1f < MIN_VALIDATOR_STAKE; the API will refuse it",
+                hotkey, neuron.stake,
+            )  # fmt: skip
+        return
+    if settings.is_embedded:
+        chain.register(hotkey, "validator", stake=10_000.0)
+        log.info("registered the dev hotkey %s as a validator on the dev chain", hotkey)
+        return
+    raise ValidatorSetupError(
+        f"hotkey {hotkey} is not registered on subnet {settings.netuid} ({settings.subtensor_network}); "
+        f"register and stake it first: btcli subnet register --netuid {settings.netuid} --wallet.name "
+        f"{settings.wallet_validator_name} --wallet.hotkey {settings.wallet_hotkey}"
+    )
+
+
+def inference_url_resolver(settings: Settings, chain: Any) -> Any:
+    """Where a job's miner serves inference: the reveal on the dev chain, its axon on a real chain."""
+
+    def resolve(job: Any) -> str | None:
+        if settings.is_embedded and job.inference_url:
+            return str(job.inference_url)
+        try:
+            neuron = chain.metagraph().get(job.miner_hotkey)
+        except Exception as exc:  # the chain wrapper already logs outages
+            log.warning("cannot read the metagraph for %s: %s", job.miner_hotkey, exc)
+            neuron = None
+        if neuron is not None and neuron.axon_url:
+            return str(neuron.axon_url)
+        return str(job.inference_url) if job.inference_url and settings.is_embedded else None
+
+    return resolve
+
+
+def verifier_function(settings: Settings, wallet: Any) -> Any:
+    """``verify(url, receiver)``, loading the reference model once, on first use (shared by workers)."""
+    lock = threading.Lock()
+    loaded: dict[str, Any] = {}
+
+    def verify(url: str, receiver: str | None) -> Any:
+        from quasar.verification.cli import verifier_from_settings
+        from quasar.verification.client import verify_server
+
+        with lock:  # one reference model, one challenge at a time: it is small next to an evaluation
+            if "verifier" not in loaded:
+                log.info("loading the reference model %s for logit verification", settings.reference_model)
+                loaded["verifier"] = verifier_from_settings(settings)
+            return verify_server(
+                url, loaded["verifier"], dev_mode=settings.dev_mode, timeout=settings.verify_timeout_seconds,
+                wallet=None if settings.is_embedded else wallet, receiver=receiver,
+            )  # fmt: skip
+
+    return verify
+
+
+def build_validator(settings: Settings, stop: threading.Event, *, device: str | None = None) -> Any:
+    """Everything the loop needs, from the settings; raises ValidatorSetupError with what to fix."""
+    from quasar.chain import ChainUnavailable, get_chain
+    from quasar.chain.resilient import CachedChain
+    from quasar.client import ValidatorApiClient
+    from quasar.validator.loop import Validator
+    from quasar.validator.posting import ResultSpool
+    from quasar.validator.weights import WeightSetter
+    from quasar.validator.worker import JobRunner, devices_from_setting
+
+    wallet = _load_wallet(settings)
+    hotkey = wallet.hotkey.ss58_address
+    raw_chain = get_chain(settings)
+    try:
+        _check_registration(settings, raw_chain, hotkey)
+    except ChainUnavailable as exc:
+        raise ValidatorSetupError(f"cannot reach the chain: {exc}") from None
+    chain = CachedChain(
+        raw_chain,
+        metagraph_ttl_seconds=settings.metagraph_ttl_seconds,
+        retry_seconds=settings.chain_retry_seconds,
+    )
+    try:
+        devices = devices_from_setting(device or settings.device)
+    except ValueError as exc:
+        raise ValidatorSetupError(str(exc)) from None
+    verify = verifier_function(settings, wallet) if settings.enable_logit_verification else None
+    resolve = inference_url_resolver(settings, chain)
+    runners = [JobRunner(settings, d, verify=verify, inference_url_of=resolve) for d in devices]
+    api_url = settings.validator_api_url
+
+    def client_factory() -> ValidatorApiClient:
+        return ValidatorApiClient(api_url, wallet)
+
+    assert settings.weights_interval_blocks is not None
+    setter = WeightSetter(client_factory(), chain, wallet, settings.weights_interval_blocks)
+    log.info(
+        "validator %s on %s (netuid %d): API %s, devices %s, logit verification %s",
+        hotkey, settings.subtensor_network, settings.netuid, api_url, ", ".join(map(str, devices)),
+        "on" if verify else "off",
+    )  # fmt: skip
+    return Validator(
+        client_factory=client_factory, runners=runners, weight_setter=setter,
+        spool=ResultSpool(state_dir(settings) / "results"), stop=stop, poll_seconds=settings.validator_poll_seconds,
+    )  # fmt: skip
+
+
+def _apply_flags(**flags: Any) -> Settings:
+    """Settings with the command-line flags taking the place of their environment variables."""
+    names = {
+        "wallet_name": "WALLET_VALIDATOR_NAME", "wallet_hotkey": "WALLET_HOTKEY",
+        "network": "SUBTENSOR_NETWORK", "netuid": "NETUID", "api_url": "VALIDATOR_API_URL",
+    }  # fmt: skip
+    for key, env in names.items():
+        if flags.get(key) is not None:
+            os.environ[env] = str(flags[key])
+    reset_settings_cache()
+    return get_settings()
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT stop the validator (a second one exits at once; leases lapse, nothing is lost)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@app.callback()
+def validator(
+    ctx: typer.Context,
+    wallet_name: Annotated[
+        str | None, typer.Option("--wallet.name", help="Wallet name (WALLET_VALIDATOR_NAME).")
+    ] = None,
+    wallet_hotkey: Annotated[
+        str | None, typer.Option("--wallet.hotkey", help="Hotkey name (WALLET_HOTKEY).")
+    ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option("--subtensor.network", help="embedded | finney | test | ws://... (SUBTENSOR_NETWORK)."),
+    ] = None,
+    netuid: Annotated[int | None, typer.Option("--netuid", help="Subnet uid (NETUID).")] = None,
+    axon_port: Annotated[
+        int | None,
+        typer.Option(
+            "--axon.port", help="Accepted for compatibility with the original; the validator serves nothing."
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Validator API URL (VALIDATOR_API_URL).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu | cuda | cuda:N | auto: one worker per GPU (DEVICE).")
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Evaluate what is queued now, set weights once, and exit.")
+    ] = False,
+    max_jobs: Annotated[
+        int | None, typer.Option("--max-jobs", min=1, help="Exit after evaluating this many jobs.")
+    ] = None,
+) -> None:
+    """Run the validator until SIGTERM/Ctrl-C (or --once / --max-jobs N)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        settings = _apply_flags(
+            wallet_name=wallet_name,
+            wallet_hotkey=wallet_hotkey,
+            network=network,
+            netuid=netuid,
+            api_url=api_url,
+        )
+    except Exception as exc:  # pydantic names the bad variable
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings)
+    if axon_port is not None:
+        log.debug("--axon.port %s ignored: the validator serves no axon", axon_port)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    try:
+        neuron = build_validator(settings, stop, device=device)
+    except ValidatorSetupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    neuron.run(once=once, max_jobs=max_jobs)
+    log.info(
+        "validator stopped: %d result(s) posted, %d refused", neuron.progress.posted, neuron.progress.refused
+    )
+
+
+def main() -> None:
+    app(prog_name="python -m neurons.validator")

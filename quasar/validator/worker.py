@@ -1,0 +1,250 @@
+"""One job on one device: the sandboxed evaluation, then logit verification, turned into a result.
+
+The verdicts keep the blame where it belongs. ``fail`` is only ever the submission's fault, as the
+evaluation or the logit check judged it; anything that goes wrong on the validator's side (the
+sandbox, the checker, the reference model, an exception here) is ``error``, which the API hands to
+another validator instead of holding it against the miner.
+
+Logit verification runs only for kernels that pass (a failed kernel scores nothing anyway). The
+miner's inference server is found from the reveal on the dev chain, and from the miner's axon on
+the metagraph on a real chain (what the chain says outranks what the miner revealed there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from quasar.config import Settings
+from quasar.schemas import Job, JobResult, LogitCheck
+
+log = logging.getLogger("quasar.validator.worker")
+
+#: Room kept below MAX_BODY_BYTES for the result's other fields and the JSON around them.
+_REPORT_BUDGET_BYTES = 40 * 1024
+_REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+REASON_OK = "ok"
+REASON_VALIDATOR_ERROR = "validator_error"
+REASON_LOGIT_ERROR = "logit_check_error"
+
+
+class EvaluateFn(Protocol):
+    def __call__(self, repo_url: str, commit_sha: str, options: Any) -> Any: ...
+
+
+class VerifyFn(Protocol):
+    """``(url, receiver_hotkey) -> (VerificationResult, model_info)``."""
+
+    def __call__(self, url: str, receiver: str | None) -> tuple[Any, dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a worker evaluates: ``cpu`` or ``cuda`` with one GPU index."""
+
+    kind: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.index is None else f"{self.kind}:{self.index}"
+
+
+def devices_from_setting(setting: str) -> list[Device]:
+    """The devices of DEVICE: ``auto`` = every visible GPU (one worker each), else the CPU."""
+    kind, _, index = setting.partition(":")
+    if kind == "cpu":
+        return [Device("cpu")]
+    if kind == "cuda" and index:
+        if not index.isdigit():
+            raise ValueError(f"DEVICE={setting!r}: use cpu, cuda, cuda:N or auto")
+        return [Device("cuda", int(index))]
+    if kind not in ("auto", "cuda"):
+        raise ValueError(f"DEVICE={setting!r}: use cpu, cuda, cuda:N or auto")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        if kind == "cuda":
+            raise ValueError("DEVICE=cuda but no CUDA device is visible; use DEVICE=cpu")
+        return [Device("cpu")]
+    return [Device("cuda", i) for i in range(count)]
+
+
+def evaluation_options(settings: Settings, device: Device) -> Any:
+    """The evaluation's options from the settings, for one device (as ``quasar evaluate`` builds them)."""
+    from quasar.evaluation.evaluate import EvaluationOptions
+    from quasar.evaluation.fetch import FetchLimits
+    from quasar.evaluation.sandbox import SandboxLimits
+
+    return EvaluationOptions(
+        device=device.kind,
+        gpu_index=device.index,
+        quick=settings.evaluation_quick,
+        dev_mode=settings.dev_mode,
+        allowed_hosts=list(settings.allowed_repo_hosts),
+        allow_unsandboxed=settings.quasar_allow_unsandboxed,
+        cgroup_parent=settings.sandbox_cgroup_parent,
+        limits=SandboxLimits(
+            wall_s=settings.evaluation_timeout_seconds,
+            memory_bytes=settings.sandbox_memory_mb * 2**20,
+            max_pids=settings.sandbox_max_pids,
+        ),
+        fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds),
+    )
+
+
+def _positive(value: Any) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None
+
+
+def _reason(value: Any, default: str) -> str:
+    text = str(value or "").strip().lower()
+    return text if _REASON.match(text) else default
+
+
+def _trimmed_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The report for audit, within the API's body limit (the log tail and per-run details go first)."""
+    data = dict(report)
+    for key in ("log_tail", "timed_checks", "wall", "cases", "warnings"):
+        if len(json.dumps(data, default=str)) <= _REPORT_BUDGET_BYTES:
+            break
+        data.pop(key, None)
+    if len(json.dumps(data, default=str)) > _REPORT_BUDGET_BYTES:
+        data = {k: data.get(k) for k in ("verdict", "reason", "device", "sandbox", "seed", "duration_s")}
+    return json.loads(json.dumps(data, default=str))
+
+
+def result_from_report(report: dict[str, Any]) -> JobResult:
+    """A job result from an evaluation report (``EvaluationReport.to_dict()``)."""
+    verdict = report.get("verdict")
+    if verdict not in ("pass", "fail", "error"):
+        verdict, reason = "error", REASON_VALIDATOR_ERROR
+    else:
+        reason = _reason(report.get("reason"), REASON_OK if verdict == "pass" else REASON_VALIDATOR_ERROR)
+    tree = report.get("kernel_tree_hash")
+    return JobResult(
+        verdict=verdict,
+        reason=reason,
+        detail=(str(report["detail"])[:4000] if report.get("detail") else None),
+        median_ms=_positive(report.get("median_ms")),
+        baseline_ms=_positive(report.get("baseline_ms")),
+        speedup=_positive(report.get("speedup")),
+        max_rel_error=(
+            float(report["max_rel_error"])
+            if isinstance(report.get("max_rel_error"), int | float) and math.isfinite(report["max_rel_error"])
+            else None
+        ),
+        peak_mem_mb=(
+            float(report["peak_mem_mb"])
+            if isinstance(report.get("peak_mem_mb"), int | float) and report["peak_mem_mb"] >= 0
+            else None
+        ),
+        kernel_tree_hash=tree if isinstance(tree, str) and re.fullmatch(r"[0-9a-f]{40,64}", tree) else None,
+        report=_trimmed_report(report),
+    )
+
+
+def error_result(reason: str, detail: str) -> JobResult:
+    return JobResult(verdict="error", reason=_reason(reason, REASON_VALIDATOR_ERROR), detail=detail[:4000])
+
+
+class JobRunner:
+    """Evaluates jobs on one device. ``evaluate`` and ``verify`` are injectable (tests, other devices)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        device: Device,
+        *,
+        evaluate: EvaluateFn | None = None,
+        verify: VerifyFn | None = None,
+        inference_url_of: Callable[[Job], str | None] | None = None,
+        verification_attempts: int = 2,
+    ) -> None:
+        self.settings = settings
+        self.device = device
+        self._evaluate = evaluate
+        self.verify = verify
+        self.inference_url_of = inference_url_of or (lambda job: job.inference_url)
+        self.verification_attempts = verification_attempts
+
+    def evaluate(self, job: Job) -> JobResult:
+        """The kernel's verdict; never raises (the validator's own trouble becomes ``error``)."""
+        try:
+            evaluate = self._evaluate
+            if evaluate is None:
+                from quasar.evaluation.evaluate import evaluate as evaluate_submission
+
+                evaluate = evaluate_submission
+            report = evaluate(job.repo_url, job.commit_sha, evaluation_options(self.settings, self.device))
+            data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        except Exception as exc:
+            log.exception("job %s: the evaluation itself failed", job.job_id)
+            return error_result(
+                REASON_VALIDATOR_ERROR, f"the validator's evaluation failed: {type(exc).__name__}: {exc}"
+            )
+        return result_from_report(data)
+
+    def logit_check(self, job: Job) -> LogitCheck:
+        """The miner's inference server against the reference model (``error``: ours, retry later)."""
+        from quasar.verification.verifier import finite_metrics
+
+        url = self.inference_url_of(job)
+        if not url:
+            return LogitCheck(
+                verdict="fail",
+                reason="unreachable",
+                metrics={},
+            )
+        assert self.verify is not None
+        last: LogitCheck | None = None
+        for attempt in range(1, self.verification_attempts + 1):
+            try:
+                result, _info = self.verify(url, job.miner_hotkey)
+                check = LogitCheck(
+                    verdict=result.verdict, reason=result.reason, metrics=finite_metrics(result.metrics)
+                )
+            except Exception as exc:
+                log.exception("job %s: logit verification failed on the validator's side", job.job_id)
+                check = LogitCheck(verdict="error", reason="reference_failed", metrics={})
+                last = check
+                log.debug("verification error: %s", exc)
+                continue
+            if check.verdict != "error":
+                return check
+            last = check
+            log.info(
+                "job %s: logit check %s (%s), attempt %d", job.job_id, check.verdict, check.reason, attempt
+            )
+        assert last is not None
+        return last
+
+    def run(self, job: Job, stop: threading.Event | None = None) -> JobResult:
+        result = self.evaluate(job)
+        log.info(
+            "job %s (submission %s): kernel %s/%s%s",
+            job.job_id, job.submission_id, result.verdict, result.reason,
+            "" if result.speedup is None else f", speed-up {result.speedup:.3f}",
+        )  # fmt: skip
+        if result.verdict != "pass" or not self.settings.enable_logit_verification:
+            return result
+        if stop is not None and stop.is_set():
+            return error_result(REASON_VALIDATOR_ERROR, "the validator stopped before logit verification")
+        check = self.logit_check(job)
+        log.info("job %s: logit verification %s/%s", job.job_id, check.verdict, check.reason)
+        if check.verdict == "error":
+            # The check could not be made (our reference, or a refusal that may be ours): the job is
+            # better evaluated again than scored without it.
+            return error_result(
+                REASON_LOGIT_ERROR, f"logit verification could not be completed: {check.reason}"
+            )
+        return result.model_copy(update={"logit_check": check})
