@@ -22,6 +22,7 @@ from quasar.inference.cli import serve as inference_serve
 from quasar.local import app as local_app
 from quasar.miner.cli import app as miner_app
 from quasar.models.cli import app as model_app
+from quasar.validator.cli import app as validator_app
 from quasar.verification.cli import app as verify_app
 
 app = typer.Typer(
@@ -44,6 +45,9 @@ app.add_typer(local_app, name="local", help="The whole subnet on this machine (e
 app.add_typer(verify_app, name="verify")
 app.add_typer(model_app, name="model")
 app.add_typer(miner_app, name="miner", help="The miner neuron (the same as python -m neurons.miner).")
+app.add_typer(
+    validator_app, name="validator", help="The validator neuron (the same as python -m neurons.validator)."
+)
 app.command("inference")(inference_serve)
 
 err = Console(stderr=True)
