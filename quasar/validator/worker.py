@@ -213,11 +213,9 @@ class JobRunner:
                 check = LogitCheck(
                     verdict=result.verdict, reason=result.reason, metrics=finite_metrics(result.metrics)
                 )
-            except Exception as exc:
+            except Exception:
                 log.exception("job %s: logit verification failed on the validator's side", job.job_id)
-                check = LogitCheck(verdict="error", reason="reference_failed", metrics={})
-                last = check
-                log.debug("verification error: %s", exc)
+                last = LogitCheck(verdict="error", reason="reference_failed", metrics={})
                 continue
             if check.verdict != "error":
                 return check
