@@ -48,12 +48,15 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
         max_kl=1e-4,
         min_topk_agreement=0.9,
     ),
+    # The looser of two calibrations: the CPU run on the tiny model (gap 0.307) and the H100 run at
+    # Qwen2.5-0.5B's scale (cosine, KL, top-k), where 24 layers of bf16 rounding widen the honest
+    # spread; int8 weights and 1% noise stay well outside it at that scale (docs/verification.md).
     "bfloat16": Thresholds(
         token_gap_tolerance=0.307,
         max_token_mismatches=0,
-        min_centred_cosine=0.9995,
-        max_kl=4.1e-3,
-        min_topk_agreement=0.9,
+        min_centred_cosine=0.99916,
+        max_kl=7.4e-3,
+        min_topk_agreement=0.875,
     ),
 }
 DEFAULT_THRESHOLDS["float16"] = DEFAULT_THRESHOLDS["bfloat16"]
