@@ -81,6 +81,11 @@ def api_command(
     import uvicorn
 
     settings = _settings()
+    json_logs = settings.log_format == "json"
+    if json_logs:
+        from quasar.logging_setup import configure_logging
+
+        configure_logging(settings, "api")
     uvicorn.run(
         "validator_api.app:app",
         host=host or settings.host,
@@ -88,6 +93,9 @@ def api_command(
         workers=workers,
         reload=reload,
         proxy_headers=True,
+        # JSON logs: uvicorn's own lines go through our JSON handler, and its access log (a
+        # duplicate of the API's own, which carries the request id) is left out.
+        **({"log_config": None, "access_log": False} if json_logs else {}),
     )
 
 

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 import quasar
 from quasar.config import Settings, get_settings
+from quasar.logging_setup import configure_logging
 from validator_api.context import ApiContext
 from validator_api.errors import install_error_handlers
 from validator_api.metrics import Metrics
@@ -61,10 +62,7 @@ def _configure_logging(settings: Settings) -> None:
     # uvicorn configures only its own loggers; without this the API's warnings (chain down,
     # refused start) would be lost. A host application that set up logging keeps its own.
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(settings, "api")
 
 
 def create_app(settings: Settings | None = None, *, upkeep: bool = True) -> FastAPI:

@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from quasar.logging_setup import request_id_var
 from validator_api.errors import REQUEST_ID_HEADER, ApiError
 from validator_api.metrics import Metrics
 
@@ -42,6 +43,8 @@ class RequestContextMiddleware:
         given = headers.get(REQUEST_ID_HEADER.lower(), "")
         request_id = given if _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # Every line logged while serving this request (services, database) carries its id.
+        id_token = request_id_var.set(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}
 
@@ -85,6 +88,7 @@ class RequestContextMiddleware:
                 elapsed * 1000,
                 request_id,
             )
+            request_id_var.reset(id_token)
 
     async def _refuse_too_large(self, send: Send, request_id: str) -> None:
         body: dict[str, Any] = {
