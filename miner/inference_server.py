@@ -344,9 +344,9 @@ def main(argv: list[str] | None = None) -> None:
         "--port", type=int, default=default_port, help="port (default MINER_INFERENCE_PORT, 8001)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from quasar.logging_setup import configure_logging
+
+    configure_logging(settings, "inference")
     from quasar.inference.model import ModelLoadError
 
     try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Annotated
 
 import typer
@@ -27,13 +25,15 @@ def serve(
     except Exception as exc:  # pydantic names the bad variable
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from quasar.logging_setup import configure_logging
+
+    configure_logging(settings, "inference")
     try:
         # Load before listening: a bad MODEL_NAME is one clear message, not a failed startup trace.
         app = create_app(settings, load_served_model(settings))
     except (ModelLoadError, RuntimeError) as exc:  # no miner hotkey on a real chain, chain adapter trouble
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(app, host=host or settings.host, port=port or settings.miner_inference_port)
+    # JSON logs: uvicorn's own lines (start-up, access) go through the JSON handler too.
+    extra = {"log_config": None} if settings.log_format == "json" else {}
+    uvicorn.run(app, host=host or settings.host, port=port or settings.miner_inference_port, **extra)

@@ -39,27 +39,10 @@ def state_dir(settings: Settings) -> Path:
 
 
 def configure_logging(settings: Settings) -> None:
-    root = logging.getLogger()
-    if any(getattr(h, "_quasar_miner", False) for h in root.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler._quasar_miner = True  # type: ignore[attr-defined]
-    if settings.log_format == "json":
+    # One set-up for every role (LOG_FORMAT=json gives one JSON object per line).
+    from quasar.logging_setup import configure_logging as configure
 
-        class JsonFormatter(logging.Formatter):
-            def format(self, record: logging.LogRecord) -> str:
-                return json.dumps(
-                    {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                     "message": record.getMessage()}
-                )  # fmt: skip
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(settings.log_level.upper())
-    # One line per HTTP request drowns the miner's own story; httpx's warnings still show.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    configure(settings, "miner")
 
 
 def _load_wallet(settings: Settings) -> Any:
