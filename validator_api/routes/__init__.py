@@ -2,7 +2,17 @@
 
 from fastapi import APIRouter
 
-from validator_api.routes import health, info, jobs, leaderboard, legacy, rounds, submissions, weights
+from validator_api.routes import (
+    dashboard,
+    health,
+    info,
+    jobs,
+    leaderboard,
+    legacy,
+    rounds,
+    submissions,
+    weights,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -13,4 +23,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     leaderboard.router,
     weights.router,
     legacy.router,
+    dashboard.router,
 )
