@@ -34,11 +34,7 @@ def _page() -> str:
 
 def test_hostile_strings_are_escaped_everywhere() -> None:
     page = _page()
-    assert (
-        "<script>alert" not in page
-        and "<img" not in page
-        and "onerror=alert" not in page.replace("onerror=alert(2)&gt;", "")
-    )
+    assert "<script>alert" not in page and "<img" not in page  # only as escaped text
     assert page.count("<script") == 1 and '<script nonce="n0nce">' in page
     # Every attribute value is quoted and free of raw quotes from the data.
     for value in re.findall(r"=\"([^\"]*)\"", page):
