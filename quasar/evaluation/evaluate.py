@@ -548,30 +548,30 @@ class _Evaluation:
             "inside_median_ms": inside_median, "outside_median_ms": outside_median,
             "phase_ms": phase_ms, "per_run_phase_ms": per_run_phase,
         }  # fmt: skip
+        charged_ms = max(inside_median, outside_median)
         if target == "entry" and baseline is not None:
             base = report.wall["baseline"]
             # What a run costs beyond the call (fresh inputs, saving, round trips), measured on the
             # trusted baseline before any submission code was loaded.
             overhead = max(base["per_run_phase_ms"] - base["outside_median_ms"], 0.0)
-            call_ms = max(inside_median, outside_median)
-            # Two checks, both loose enough for a noisy shared machine (the score already takes the
-            # larger of the inside and outside medians, so they exist for clear reasons and for what
-            # the per-call clock cannot see):
-            # * per call: a patched timer makes the inside figure far below the parent's round trip;
-            # * per run over the whole phase: work deferred past the answer (threads, a forged
-            #   reply) still has to happen inside the phase the parent times.
+            # A patched timer makes the inside figure far below the parent's round trip: a clear
+            # reason to fail. The margin is loose because a shared machine adds scheduling noise.
             floor_ms = 1.0 if report.device_type == "cuda" else 10.0
-            gap_round_trip = outside_median - inside_median
-            phase_excess = per_run_phase - 3 * (call_ms + overhead) - floor_ms
-            report.wall[target]["phase_excess_ms"] = phase_excess
-            if gap_round_trip > max(inside_median, floor_ms / 10) or phase_excess > 0:
+            if outside_median - inside_median > max(inside_median, floor_ms / 10):
                 raise _Stop(
                     VERDICT_FAIL, REASON_TIMING_MISMATCH,
-                    f"the submission's runs took {outside_median:.3f} ms per call and {per_run_phase:.3f} ms per "
-                    f"run seen from outside the sandbox, but {inside_median:.3f} ms inside: do not patch timers "
-                    "or defer work past the call",
+                    f"the submission's calls took {outside_median:.3f} ms seen from outside the sandbox but "
+                    f"{inside_median:.3f} ms inside: do not patch timers or defer work past the call",
                 )  # fmt: skip
-        median = max(inside_median, outside_median)
+            # Work deferred past the answer (threads, a forged reply) still has to happen inside the
+            # phase the parent times. Rather than fail on it (load on a busy validator looks the
+            # same), charge the submission for the whole phase when it clearly exceeds its calls.
+            phase_excess = per_run_phase - 3 * (charged_ms + overhead) - floor_ms
+            report.wall[target]["phase_excess_ms"] = phase_excess
+            if phase_excess > 0:
+                charged_ms = max(charged_ms, per_run_phase - overhead)
+                report.wall[target]["charged_phase_ms"] = charged_ms
+        median = charged_ms
         timing = Timing(
             shape=spec.shape_dict(), dtype=spec.dtype_name, device=report.device, median_ms=median,
             p10_ms=samples[max(0, len(samples) // 10)], p90_ms=samples[min(len(samples) - 1, (9 * len(samples)) // 10)],
