@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     evaluation_quick: bool = Field(
         False, description="Validators time fewer runs per evaluation (tests and local demos only)."
     )
+    validator_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the validator's Prometheus metrics (http://HOST:PORT/metrics; 0: not served).",
+    )
     validator_state_dir: Path | None = Field(
         None,
         description="Where the validator keeps results not yet accepted by the API, to post them after a "
