@@ -241,6 +241,13 @@ def validator(
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings)
+    try:
+        from quasar.metrics import serve_validator_metrics
+
+        serve_validator_metrics(settings.validator_metrics_port)
+    except OSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if axon_port is not None:
         log.debug("--axon.port %s ignored: the validator serves no axon", axon_port)
     stop = threading.Event()

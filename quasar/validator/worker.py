@@ -17,11 +17,13 @@ import logging
 import math
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from quasar.config import Settings
+from quasar.metrics import validator_metrics
 from quasar.schemas import Job, JobResult, LogitCheck
 
 log = logging.getLogger("quasar.validator.worker")
@@ -227,6 +229,17 @@ class JobRunner:
         return last
 
     def run(self, job: Job, stop: threading.Event | None = None) -> JobResult:
+        metrics = validator_metrics()
+        started = time.monotonic()
+        metrics.in_progress.inc()
+        try:
+            result = self._run(job, stop)
+        finally:
+            metrics.in_progress.dec()
+        metrics.observe_job(result.verdict, result.reason, time.monotonic() - started)
+        return result
+
+    def _run(self, job: Job, stop: threading.Event | None) -> JobResult:
         result = self.evaluate(job)
         log.info(
             "job %s (submission %s): kernel %s/%s%s",
@@ -239,6 +252,7 @@ class JobRunner:
             return error_result(REASON_VALIDATOR_ERROR, "the validator stopped before logit verification")
         check = self.logit_check(job)
         log.info("job %s: logit verification %s/%s", job.job_id, check.verdict, check.reason)
+        validator_metrics().observe_logit_check(check.verdict)
         if check.verdict == "error":
             # The check could not be made (our reference, or a refusal that may be ours): the job is
             # better evaluated again than scored without it.
