@@ -5,6 +5,7 @@
                       -> {"output_ids", "text", "logits": {"<pos>": base64 float16}, "prefill_ms", "decode_ms"}
     GET  /health      -> {"status": "ok" | "loading", "busy", "queued"}
     GET  /model_info  -> {"model_name", "weights_sha256", "dtype", "device", "vocab_size", "max_context", "hotkey"}
+    GET  /metrics     -> Prometheus text (requests by route and status, generation latency, tokens)
 
 Run it with `quasar inference [--host H] [--port P]`, `./START_MINER_INFERENCE.sh`,
 `python miner/inference_server.py [--host H] [--port P]` or `uvicorn miner.inference_server:app`.
@@ -33,12 +34,13 @@ if __package__ in (None, ""):  # `python miner/inference_server.py` from a check
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from quasar.config import Settings, get_settings
 from quasar.inference.auth import AccessDenied, MetagraphCache, RateLimiter, ValidatorGate
 from quasar.inference.schemas import InferenceRequest, InferenceResponse, ModelInfo
+from quasar.metrics import CONTENT_TYPE_LATEST, InferenceMetrics
 
 if TYPE_CHECKING:
     from quasar.chain import Chain
@@ -140,6 +142,7 @@ def create_app(
         )
     state: dict[str, Any] = {"model": model}
     queue = DeviceQueue(settings.inference_queue_size)
+    metrics = InferenceMetrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -157,6 +160,19 @@ def create_app(
         yield
 
     app = FastAPI(title="QUASAR miner inference server", version="1", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        # The route template, not the raw path: unknown paths must not grow the label set.
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        metrics.observe_request(request.method, route, response.status_code)
+        return response
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        metrics.queue.set(queue.waiting)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RequestRejected)
     async def _rejected(_: Request, exc: RequestRejected) -> JSONResponse:
@@ -209,6 +225,9 @@ def create_app(
         prompt_ids = _validated_prompt(req, served, settings)
         async with queue.slot():
             generation = await anyio.to_thread.run_sync(_generate, served, prompt_ids, req)
+        metrics.observe_generation(
+            (generation.prefill_ms + generation.decode_ms) / 1000, len(generation.output_ids[0])
+        )
         return _response(served, req, generation)
 
     def _served() -> LoadedModel:
