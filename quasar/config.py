@@ -112,6 +112,20 @@ class Settings(BaseSettings):
     auth_max_age_seconds: float = Field(30.0, description="Freshness window of signed requests.")
     auth_allowed_skew_seconds: float = Field(5.0, description="Allowed forward clock skew of signed requests.")
     max_body_bytes: int = Field(64 * 1024, description="Largest request body the API accepts.")
+    rate_limit_per_ip_per_minute: int = Field(
+        1200,
+        ge=0,
+        description="Requests a client IP may make per minute, per API process (0: no limit; "
+        "/health, /ready and /metrics are never limited).",
+    )
+    rate_limit_per_hotkey_per_minute: int = Field(
+        120,
+        ge=0,
+        description="Signed requests a hotkey may make per minute, per API process (0: no limit).",
+    )
+    max_commits_per_round: int = Field(
+        16, ge=0, description="Commitments a miner hotkey may make in one round (0: no limit)."
+    )
     allowed_repo_hosts: list[str] = Field(
         ["github.com", "gitlab.com", "huggingface.co"],
         description="Hosts a repo_url may name outside development mode.",
