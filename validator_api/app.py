@@ -24,6 +24,7 @@ from validator_api.errors import install_error_handlers
 from validator_api.metrics import Metrics
 from validator_api.middleware import RequestContextMiddleware
 from validator_api.migrate import DatabaseNotMigrated
+from validator_api.ratelimit import FixedWindowLimiter, IpRateLimitMiddleware
 from validator_api.routes import ROUTERS
 from validator_api.services.maintenance import tick
 
@@ -100,7 +101,12 @@ def create_app(settings: Settings | None = None, *, upkeep: bool = True) -> Fast
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    max_body = (settings or get_settings()).max_body_bytes
+    static = settings or get_settings()
+    max_body = static.max_body_bytes
+    # Added first, so it runs inside the request-context layer: a 429 still gets its request id,
+    # access-log line and metric.
+    app.add_middleware(IpRateLimitMiddleware, limiter=FixedWindowLimiter(static.rate_limit_per_ip_per_minute))
+    app.state.hotkey_limiter = FixedWindowLimiter(static.rate_limit_per_hotkey_per_minute)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body, metrics=metrics)
     install_error_handlers(app)
     for router in ROUTERS:

@@ -19,6 +19,7 @@ from quasar.signing import asgi_request_target
 from validator_api.auth import Role, Roles, authenticate
 from validator_api.context import ApiContext
 from validator_api.errors import ApiError
+from validator_api.ratelimit import FixedWindowLimiter, rate_limited
 
 # Database ids are 32-bit integers; anything outside is refused as invalid rather than overflowing.
 MAX_ID = 2_147_483_647
@@ -56,7 +57,7 @@ async def signed_hotkey(request: Request, ctx: Context) -> str:
     """The hotkey that signed this request (401 with a stable code otherwise)."""
     body = await request.body()
     await run_in_threadpool(ctx.require_schema)
-    return await run_in_threadpool(
+    hotkey: str = await run_in_threadpool(
         authenticate,
         request.headers,
         body,
@@ -66,6 +67,11 @@ async def signed_hotkey(request: Request, ctx: Context) -> str:
         nonce_store=ctx.nonce_store,
         settings=ctx.settings,
     )
+    # Counted after the signature verifies, so nobody can spend another hotkey's budget.
+    limiter: FixedWindowLimiter | None = getattr(request.app.state, "hotkey_limiter", None)
+    if limiter is not None and (wait := limiter.hit(hotkey)) is not None:
+        raise rate_limited(wait, "hotkey", "RATE_LIMIT_PER_HOTKEY_PER_MINUTE", limiter.limit)
+    return hotkey
 
 
 SignedHotkey = Annotated[str, Depends(signed_hotkey)]

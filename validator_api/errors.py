@@ -58,6 +58,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The request conflicts with the current state",
         413: "Body larger than MAX_BODY_BYTES",
         422: "Invalid request (code invalid_request) or a URL outside the policy (url_not_allowed)",
+        429: "Rate limit reached (code rate_limited); retry after the Retry-After header's seconds",
         503: "Database or chain unavailable; retry later",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
@@ -73,6 +74,7 @@ _HTTP_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    429: "rate_limited",
     503: "unavailable",
 }
 
@@ -96,7 +98,10 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status_code, exc.code, str(exc.detail))
+        response = error_response(request, exc.status_code, exc.code, str(exc.detail))
+        if exc.headers:  # e.g. Retry-After on 429 rate_limited
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
