@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from quasar.config import Settings
 from quasar.urlpolicy import UrlNotAllowed, check_url
 from validator_api import models
 from validator_api.errors import ApiError
-from validator_api.services.common import submission_out, write_transaction
+from validator_api.services.common import is_postgres, submission_out, write_transaction
 from validator_api.services.rounds import open_round
 
 log = logging.getLogger("validator_api.submissions")
@@ -37,6 +37,28 @@ def _duplicate_commitment() -> ApiError:
     )
 
 
+def _check_commit_limit(session: Session, *, hotkey: str, round_id: int, limit: int) -> None:
+    """409 `commit_limit_reached` once `hotkey` holds MAX_COMMITS_PER_ROUND commitments in the round."""
+    if limit <= 0:
+        return
+    if is_postgres(session):
+        # Serialise one hotkey's commits (not everyone's) so two concurrent commits cannot both
+        # count limit-1 and pass; SQLite's BEGIN IMMEDIATE already serialises every writer.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"commit:{hotkey}"})
+    held = session.scalar(
+        select(func.count(models.Submission.id)).where(
+            models.Submission.round_id == round_id, models.Submission.hotkey == hotkey
+        )
+    )
+    if held is not None and held >= limit:
+        raise ApiError(
+            409,
+            "commit_limit_reached",
+            f"hotkey {hotkey} already made {held} commitments in round {round_id} "
+            f"(MAX_COMMITS_PER_ROUND={limit}); reveal one of them or wait for the next round",
+        )
+
+
 def commit(
     session: Session, *, hotkey: str, commitment_hash: str, block: int, settings: Settings
 ) -> schemas.CommitResponse:
@@ -50,6 +72,7 @@ def commit(
                 "no round is open for commitments right now; check GET /v1/rounds/current and retry "
                 "when the next round opens",
             )
+        _check_commit_limit(session, hotkey=hotkey, round_id=current.id, limit=settings.max_commits_per_round)
         taken = session.scalar(
             select(models.Submission.id).where(models.Submission.commitment_hash == commitment_hash)
         )
