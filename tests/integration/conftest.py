@@ -308,6 +308,10 @@ def build_settings(home: Path, database_url: str, **overrides: Any) -> Settings:
         "blocks_until_reveal": 5,
         "reveal_window_blocks": 20,
         "log_level": "WARNING",
+        # Tests hammer one server from one address; the abuse-limit tests turn these back on.
+        "rate_limit_per_ip_per_minute": 0,
+        "rate_limit_per_hotkey_per_minute": 0,
+        "max_commits_per_round": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
