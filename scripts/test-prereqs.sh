@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Services and system packages the test suite talks to: PostgreSQL on 127.0.0.1:5432 and, where
-# Debian's packages can be installed, bubblewrap for the sandbox tests. Safe to run repeatedly.
+# Debian's packages can be installed, bubblewrap for the sandbox tests and chromium for the dashboard
+# test. Safe to run repeatedly.
 set -u
 
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
@@ -22,5 +23,11 @@ if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-ge
     (apt-get install -y -q bubblewrap >/dev/null 2>&1 \
         || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
         || echo "warning: could not install bubblewrap; sandbox tests fall back or skip" >&2
+fi
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium for the dashboard test" >&2
+    (apt-get install -y -q chromium >/dev/null 2>&1 \
+        || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+        || echo "warning: could not install chromium; the dashboard browser test will be skipped" >&2
 fi
 exit 0
