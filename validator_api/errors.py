@@ -109,7 +109,10 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; see /docs for the API"
-        return error_response(request, exc.status_code, code, detail)
+        response = error_response(request, exc.status_code, code, detail)
+        if exc.headers:  # e.g. Allow on 405 (RFC 9110 requires it)
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
