@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from quasar.config import Settings, get_settings, reset_settings_cache
+from quasar.config import Settings, get_settings
+from quasar.neuron import install_stop_handlers, settings_from_flags
 
 log = logging.getLogger("quasar.miner")
 
@@ -46,15 +46,11 @@ def configure_logging(settings: Settings) -> None:
 
 
 def _load_wallet(settings: Settings) -> Any:
-    from quasar.wallets import WalletNotFound, load_or_create_dev_wallet, load_wallet
+    from quasar.neuron import load_role_wallet
+    from quasar.wallets import WalletNotFound
 
-    assert settings.wallet_path is not None
-    if settings.is_embedded:
-        return load_or_create_dev_wallet(
-            settings.wallet_miner_name, settings.wallet_hotkey, settings.wallet_path
-        )
     try:
-        return load_wallet(settings.wallet_miner_name, settings.wallet_hotkey, settings.wallet_path)
+        return load_role_wallet(settings, settings.wallet_miner_name)
     except WalletNotFound as exc:
         raise MinerSetupError(str(exc)) from None
 
@@ -170,18 +166,10 @@ def build_miner(settings: Settings, stop: threading.Event, *, axon_port: int | N
         raise
 
 
-def _apply_flags(**flags: Any) -> Settings:
-    """Settings with the command-line flags taking the place of their environment variables."""
-    names = {
-        "wallet_name": "WALLET_MINER_NAME", "wallet_hotkey": "WALLET_HOTKEY",
-        "network": "SUBTENSOR_NETWORK", "netuid": "NETUID", "strategy": "MINER_STRATEGY",
-        "api_url": "VALIDATOR_API_URL",
-    }  # fmt: skip
-    for key, env in names.items():
-        if flags.get(key) is not None:
-            os.environ[env] = str(flags[key])
-    reset_settings_cache()
-    return get_settings()
+FLAG_ENV = {
+    "wallet_name": "WALLET_MINER_NAME", "wallet_hotkey": "WALLET_HOTKEY", "network": "SUBTENSOR_NETWORK",
+    "netuid": "NETUID", "strategy": "MINER_STRATEGY", "api_url": "VALIDATOR_API_URL",
+}  # fmt: skip
 
 
 @app.callback()
@@ -218,18 +206,16 @@ def miner(
     if ctx.invoked_subcommand is not None:
         return
     try:
-        settings = _apply_flags(
+        settings = settings_from_flags(FLAG_ENV, dict(
             wallet_name=wallet_name, wallet_hotkey=wallet_hotkey, network=network, netuid=netuid,
             strategy=strategy, api_url=api_url,
-        )  # fmt: skip
+        ))  # fmt: skip
     except Exception as exc:  # pydantic names the bad variable
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings)
-    from quasar.miner.loop import install_signal_handlers
-
     stop = threading.Event()
-    install_signal_handlers(stop, on_second=lambda: os._exit(130))
+    install_stop_handlers(stop, what="the miner after the current step (its state is on disk)")
     try:
         miner_loop = build_miner(settings, stop, axon_port=axon_port)
     except MinerSetupError as exc:

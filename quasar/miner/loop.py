@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from quasar import commitment
@@ -369,17 +368,3 @@ class Miner:
             self.stop.wait(min(left, self.options.follow_interval))
             if self.state.following:
                 self.follow()
-
-
-def install_signal_handlers(stop: threading.Event, on_second: Callable[[], None] | None = None) -> None:
-    """SIGTERM/SIGINT ask the miner to stop between steps (state is on disk after every step)."""
-    import signal
-
-    def handler(signum: int, _frame: object) -> None:
-        if stop.is_set() and on_second is not None:
-            on_second()
-        log.info("received %s: stopping after the current step", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)

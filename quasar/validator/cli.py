@@ -11,15 +11,14 @@ sandbox limits. ``--once`` and ``--max-jobs N`` end the run early (tests, script
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from quasar.config import Settings, get_settings, reset_settings_cache
+from quasar.config import Settings
+from quasar.neuron import install_stop_handlers, settings_from_flags
 
 log = logging.getLogger("quasar.validator")
 
@@ -47,15 +46,11 @@ def configure_logging(settings: Settings) -> None:
 
 
 def _load_wallet(settings: Settings) -> Any:
-    from quasar.wallets import WalletNotFound, load_or_create_dev_wallet, load_wallet
+    from quasar.neuron import load_role_wallet
+    from quasar.wallets import WalletNotFound
 
-    assert settings.wallet_path is not None
-    if settings.is_embedded:
-        return load_or_create_dev_wallet(
-            settings.wallet_validator_name, settings.wallet_hotkey, settings.wallet_path
-        )
     try:
-        return load_wallet(settings.wallet_validator_name, settings.wallet_hotkey, settings.wallet_path)
+        return load_role_wallet(settings, settings.wallet_validator_name)
     except WalletNotFound as exc:
         raise ValidatorSetupError(str(exc)) from None
 
@@ -167,30 +162,10 @@ def build_validator(settings: Settings, stop: threading.Event, *, device: str | 
     )  # fmt: skip
 
 
-def _apply_flags(**flags: Any) -> Settings:
-    """Settings with the command-line flags taking the place of their environment variables."""
-    names = {
-        "wallet_name": "WALLET_VALIDATOR_NAME", "wallet_hotkey": "WALLET_HOTKEY",
-        "network": "SUBTENSOR_NETWORK", "netuid": "NETUID", "api_url": "VALIDATOR_API_URL",
-    }  # fmt: skip
-    for key, env in names.items():
-        if flags.get(key) is not None:
-            os.environ[env] = str(flags[key])
-    reset_settings_cache()
-    return get_settings()
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT stop the validator (a second one exits at once; leases lapse, nothing is lost)."""
-
-    def handler(signum: int, _frame: object) -> None:
-        if stop.is_set():
-            os._exit(128 + signum)
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+FLAG_ENV = {
+    "wallet_name": "WALLET_VALIDATOR_NAME", "wallet_hotkey": "WALLET_HOTKEY",
+    "network": "SUBTENSOR_NETWORK", "netuid": "NETUID", "api_url": "VALIDATOR_API_URL",
+}  # fmt: skip
 
 
 @app.callback()
@@ -230,13 +205,10 @@ def validator(
     if ctx.invoked_subcommand is not None:
         return
     try:
-        settings = _apply_flags(
-            wallet_name=wallet_name,
-            wallet_hotkey=wallet_hotkey,
-            network=network,
-            netuid=netuid,
+        settings = settings_from_flags(FLAG_ENV, dict(
+            wallet_name=wallet_name, wallet_hotkey=wallet_hotkey, network=network, netuid=netuid,
             api_url=api_url,
-        )
+        ))  # fmt: skip
     except Exception as exc:  # pydantic names the bad variable
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -251,7 +223,7 @@ def validator(
     if axon_port is not None:
         log.debug("--axon.port %s ignored: the validator serves no axon", axon_port)
     stop = threading.Event()
-    install_signal_handlers(stop)
+    install_stop_handlers(stop, what="the validator (leases lapse, nothing is lost)")
     try:
         neuron = build_validator(settings, stop, device=device)
     except ValidatorSetupError as exc:

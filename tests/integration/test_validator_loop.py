@@ -93,7 +93,7 @@ def test_validator_scores_honest_fails_cheat_and_sets_weights(
     start_api: Callable[..., ApiServer], tmp_path: Path
 ) -> None:
     _sandbox_or_skip()
-    api = start_api("sqlite", win_margin=-0.5)
+    api = start_api("sqlite", win_margin=-0.9)
     api.new_round()
     honest_sha = kernel_repo(tmp_path / "honest", chunk_size=16)
     cheat_sha = kernel_repo(tmp_path / "cheat", init_source=ZEROS)

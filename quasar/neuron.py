@@ -1,0 +1,55 @@
+"""What the miner and validator neurons share at start-up: settings from the original's
+bittensor-style flags, the role's wallet, and stopping cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import bittensor as bt
+
+from quasar.config import Settings, get_settings, reset_settings_cache
+from quasar.wallets import load_or_create_dev_wallet, load_wallet
+
+log = logging.getLogger("quasar.neuron")
+
+
+def settings_from_flags(flag_env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
+    """Settings with each given flag taking the place of its environment variable.
+
+    `flag_env` maps a flag's name to the variable it stands for (e.g. "netuid" -> "NETUID"); flags
+    left as None keep the environment's (or .env's) value.
+    """
+    for key, env in flag_env.items():
+        if flags.get(key) is not None:
+            os.environ[env] = str(flags[key])
+    reset_settings_cache()
+    return get_settings()
+
+
+def load_role_wallet(settings: Settings, wallet_name: str) -> bt.Wallet:
+    """The neuron's wallet: made on first use on the embedded chain, else it must exist.
+
+    Raises `quasar.wallets.WalletNotFound` (its message names the command that makes one).
+    """
+    assert settings.wallet_path is not None
+    if settings.is_embedded:
+        return load_or_create_dev_wallet(wallet_name, settings.wallet_hotkey, settings.wallet_path)
+    return load_wallet(wallet_name, settings.wallet_hotkey, settings.wallet_path)
+
+
+def install_stop_handlers(stop: threading.Event, *, what: str) -> None:
+    """SIGTERM/SIGINT set `stop`, so the loop ends between steps; a second signal exits at once."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        log.info("received %s: stopping %s", signal.Signals(signum).name, what)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
