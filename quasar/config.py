@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     max_commits_per_round: int = Field(
         16, ge=0, description="Commitments a miner hotkey may make in one round (0: no limit)."
     )
+    public_cache_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="Serve public GET answers (rounds, leaderboard, weights, submissions) from a per-process "
+        "cache this long (0: off; 1-2 s takes polling load off the database).",
+    )
     allowed_repo_hosts: list[str] = Field(
         ["github.com", "gitlab.com", "huggingface.co"],
         description="Hosts a repo_url may name outside development mode.",
