@@ -25,6 +25,7 @@ from validator_api.metrics import Metrics
 from validator_api.middleware import RequestContextMiddleware
 from validator_api.migrate import DatabaseNotMigrated
 from validator_api.ratelimit import FixedWindowLimiter, IpRateLimitMiddleware
+from validator_api.readcache import PublicReadCache
 from validator_api.routes import ROUTERS
 from validator_api.services.maintenance import tick
 
@@ -103,8 +104,10 @@ def create_app(settings: Settings | None = None, *, upkeep: bool = True) -> Fast
     )
     static = settings or get_settings()
     max_body = static.max_body_bytes
-    # Added first, so it runs inside the request-context layer: a 429 still gets its request id,
-    # access-log line and metric.
+    # Innermost of the three: cached answers still pass the IP limit, request ids and metrics.
+    app.add_middleware(PublicReadCache, ttl_seconds=static.public_cache_seconds)
+    # Both are added before the request-context layer, so they run inside it: a 429 or a cached
+    # answer still gets its request id and access-log line.
     app.add_middleware(IpRateLimitMiddleware, limiter=FixedWindowLimiter(static.rate_limit_per_ip_per_minute))
     app.state.hotkey_limiter = FixedWindowLimiter(static.rate_limit_per_hotkey_per_minute)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body, metrics=metrics)
