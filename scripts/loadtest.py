@@ -193,6 +193,7 @@ def start_server(args: argparse.Namespace, home: Path, database_url: str, owner:
         "RATE_LIMIT_PER_HOTKEY_PER_MINUTE": "0",
         "MAX_COMMITS_PER_ROUND": "0",
         "LOG_LEVEL": "WARNING",
+        "PUBLIC_CACHE_SECONDS": str(args.public_cache_seconds),
     }
     command = [
         sys.executable, "-m", "uvicorn", "validator_api.app:app",
@@ -273,6 +274,7 @@ def main() -> None:
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
     parser.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--json", type=Path, help="write the per-route figures here")
+    parser.add_argument("--public-cache-seconds", type=float, default=0.0, help="PUBLIC_CACHE_SECONDS of the API")
     parser.add_argument("--skip-reads", action="store_true", help="signed writes only")
     args = parser.parse_args()
     args.port = args.port or free_port()
