@@ -11,8 +11,10 @@ cache, so two requests to different workers may see answers up to the TTL apart.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,6 +38,7 @@ class PublicReadCache:
         self.ttl = ttl_seconds
         self._clock = clock
         self._entries: dict[bytes, tuple[float, list[tuple[bytes, bytes]], bytes]] = {}
+        self._inflight: dict[bytes, asyncio.Future[None]] = {}
 
     def _cacheable(self, scope: Scope) -> bool:
         if self.ttl <= 0 or scope["type"] != "http" or scope["method"] != "GET":
@@ -53,14 +56,20 @@ class PublicReadCache:
             await self.app(scope, receive, send)
             return
         key = scope.get("raw_path", scope["path"].encode()) + b"?" + scope.get("query_string", b"")
-        now = self._clock()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            _, headers, body = hit
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+        if await self._serve_cached(key, send):
             return
-        started: dict[str, object] = {}
+        # One computation per key at a time: the others wait for it instead of all hitting the
+        # database at once when an entry expires (a slow leaderboard would never be cached otherwise).
+        running = self._inflight.get(key)
+        if running is not None:
+            await asyncio.shield(running)
+            if await self._serve_cached(key, send):
+                return
+            await self.app(scope, receive, send)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = done
+        started: dict[str, Any] = {}
         chunks: list[bytes] = []
 
         async def capture(message: Message) -> None:
@@ -71,9 +80,22 @@ class PublicReadCache:
                 if not message.get("more_body") and started.get("status") == 200:
                     if len(self._entries) >= MAX_ENTRIES:
                         self._entries.clear()
-                    raw = started.get("headers") or []
-                    kept = [(k, v) for k, v in raw if k.lower() in _KEPT_HEADERS]  # type: ignore[union-attr]
-                    self._entries[key] = (now + self.ttl, kept, b"".join(chunks))
+                    kept = [(k, v) for k, v in started.get("headers") or [] if k.lower() in _KEPT_HEADERS]
+                    # The TTL counts from when the answer is ready, not from when it was asked for.
+                    self._entries[key] = (self._clock() + self.ttl, kept, b"".join(chunks))
             await send(message)
 
-        await self.app(scope, receive, capture)
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            del self._inflight[key]
+            done.set_result(None)
+
+    async def _serve_cached(self, key: bytes, send: Send) -> bool:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] <= self._clock():
+            return False
+        _, headers, body = hit
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return True
