@@ -171,7 +171,9 @@ def wrk(base_url: str, route: str, seconds: int, connections: int, threads: int)
     }
 
 
-def start_server(args: argparse.Namespace, home: Path, database_url: str, owner: Keypair) -> subprocess.Popen[bytes]:
+def start_server(
+    args: argparse.Namespace, home: Path, database_url: str, owner: Keypair
+) -> subprocess.Popen[bytes]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("QUASAR_", "DATABASE_", "SUBTENSOR_"))},
         "PYTHONPATH": str(REPO),
@@ -201,7 +203,11 @@ def start_server(args: argparse.Namespace, home: Path, database_url: str, owner:
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     process = subprocess.Popen(
-        command, env=env, cwd=home, stderr=open(home / "api.log", "ab"), start_new_session=True  # noqa: SIM115
+        command,
+        env=env,
+        cwd=home,
+        stderr=open(home / "api.log", "ab"),  # noqa: SIM115 - the child owns it
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while True:
@@ -217,15 +223,22 @@ def start_server(args: argparse.Namespace, home: Path, database_url: str, owner:
         time.sleep(0.3)
 
 
-async def drive_writes(args: argparse.Namespace, base: str, receiver: str, chain: DevChain, keys: dict[str, Any]) -> Stats:
+async def drive_writes(
+    args: argparse.Namespace, base: str, receiver: str, chain: DevChain, keys: dict[str, Any]
+) -> Stats:
     stats = Stats()
     miners: list[Keypair] = keys["miners"]
     validators: list[Keypair] = keys["validators"]
     material = []
     for i in range(args.commits):
-        payload = {"repo_url": "https://github.com/miner/flash-linear-attention", "commit_sha": os.urandom(20).hex()}
+        payload = {
+            "repo_url": "https://github.com/miner/flash-linear-attention",
+            "commit_sha": os.urandom(20).hex(),
+        }
         salt = commitment.new_salt()
-        material.append((miners[i % len(miners)], commitment.commitment_hash(salt, payload), salt.hex(), payload))
+        material.append(
+            (miners[i % len(miners)], commitment.commitment_hash(salt, payload), salt.hex(), payload)
+        )
 
     async def commit(client: httpx.AsyncClient, item: Any) -> int | None:
         key, digest, _, _ = item
@@ -250,7 +263,12 @@ async def drive_writes(args: argparse.Namespace, base: str, receiver: str, chain
         )  # fmt: skip
 
     await run_phase(
-        stats, "POST /v1/submissions/{id}/reveal", list(zip(material, ids, strict=True)), reveal, args.concurrency, base
+        stats,
+        "POST /v1/submissions/{id}/reveal",
+        list(zip(material, ids, strict=True)),
+        reveal,
+        args.concurrency,
+        base,
     )
 
     async def claim(client: httpx.AsyncClient, index: int) -> None:
@@ -262,11 +280,15 @@ async def drive_writes(args: argparse.Namespace, base: str, receiver: str, chain
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--miners", type=int, default=200, help="registered miner hotkeys")
     parser.add_argument("--validators", type=int, default=50, help="registered validator hotkeys")
-    parser.add_argument("--commits", type=int, default=2000, help="signed commits (then as many reveals and claims)")
+    parser.add_argument(
+        "--commits", type=int, default=2000, help="signed commits (then as many reveals and claims)"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="signed requests in flight")
     parser.add_argument("--read-seconds", type=int, default=10, help="wrk duration per public route")
     parser.add_argument("--read-connections", type=int, default=64, help="wrk connections")
@@ -274,7 +296,9 @@ def main() -> None:
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
     parser.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--json", type=Path, help="write the per-route figures here")
-    parser.add_argument("--public-cache-seconds", type=float, default=0.0, help="PUBLIC_CACHE_SECONDS of the API")
+    parser.add_argument(
+        "--public-cache-seconds", type=float, default=0.0, help="PUBLIC_CACHE_SECONDS of the API"
+    )
     parser.add_argument("--skip-reads", action="store_true", help="signed writes only")
     args = parser.parse_args()
     args.port = args.port or free_port()
@@ -298,7 +322,10 @@ def main() -> None:
         upgrade(database_url)
         chain = DevChain(home / "devchain.sqlite", netuid=24, block_time_seconds=FROZEN_BLOCK_TIME)
         owner = new_key()
-        keys = {"miners": [new_key() for _ in range(args.miners)], "validators": [new_key() for _ in range(args.validators)]}
+        keys = {
+            "miners": [new_key() for _ in range(args.miners)],
+            "validators": [new_key() for _ in range(args.validators)],
+        }
         chain.register(new_key().ss58_address, "owner")  # uid 0: the burn uid
         chain.register(owner.ss58_address, "owner")
         for key in keys["miners"]:
@@ -310,7 +337,9 @@ def main() -> None:
         receiver = httpx.get(base + "/v1/info", timeout=10).json()["api_hotkey"]
         raw = json.dumps({"duration_blocks": 1_000_000}).encode()
         headers = {"content-type": "application/json"}
-        headers.update(http_auth.sign(owner, method="POST", path="/v1/rounds", body=raw, receiver_ss58=receiver))
+        headers.update(
+            http_auth.sign(owner, method="POST", path="/v1/rounds", body=raw, receiver_ss58=receiver)
+        )
         opened = httpx.post(base + "/v1/rounds", content=raw, headers=headers, timeout=30)
         if opened.status_code != 201:
             raise SystemExit(f"could not open a round: {opened.status_code} {opened.text}")
@@ -330,7 +359,9 @@ def main() -> None:
                 f"{row['p50_ms']:>8} {row['p99_ms']:>8}"
             )
         if args.json:
-            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+            args.json.write_text(
+                json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+            )
     finally:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
