@@ -29,3 +29,16 @@ def test_public_reads_cached_for_the_ttl_only(start_api) -> None:  # type: ignor
 
 def test_cache_off_by_default(api: ApiServer) -> None:
     assert api.settings.public_cache_seconds == 0
+
+
+def test_concurrent_misses_share_one_answer(start_api) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    api: ApiServer = start_api("sqlite", public_cache_seconds=5.0)
+    api.new_round()
+    api.commit_and_reveal()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda _: api.get("/v1/leaderboard"), range(32)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.content for a in answers}) == 1
+    assert len({a.headers["x-request-id"] for a in answers}) == 32
