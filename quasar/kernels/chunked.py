@@ -18,11 +18,12 @@ sibling modules only.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from .alpha import quasar_alpha
-from .reference import compute_dtype, validate_inputs
+from .reference import apply_per_sequence
 
 DEFAULT_CHUNK_SIZE = 64
 
@@ -98,33 +99,5 @@ def chunk_quasar_torch(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of tokens, got {chunk_size}")
-    bounds = validate_inputs(q, k, v, beta, initial_state, cu_seqlens)
-    dtype = compute_dtype(q.dtype)
-    batch, _, heads, key_dim = q.shape
-    value_dim = v.shape[-1]
-    qc, kc, vc = q.to(dtype), k.to(dtype), v.to(dtype)
-    alpha = quasar_alpha(k, beta).to(dtype)
-    num_states = batch if bounds is None else len(bounds)
-    if initial_state is None:
-        states = qc.new_zeros(num_states, heads, key_dim, value_dim)
-    else:
-        states = initial_state.to(device=q.device, dtype=dtype)
-
-    if bounds is None:
-        o, final = _chunked(qc, kc, vc, alpha, states, chunk_size)
-    else:
-        # Sequences never share a chunk: each one starts from its own state.
-        pieces, finals = [], []
-        for i, (start, end) in enumerate(bounds):
-            o_i, h_i = _chunked(
-                qc[:, start:end],
-                kc[:, start:end],
-                vc[:, start:end],
-                alpha[:, start:end],
-                states[i : i + 1],
-                chunk_size,
-            )
-            pieces.append(o_i)
-            finals.append(h_i)
-        o, final = torch.cat(pieces, dim=1), torch.cat(finals, dim=0)
-    return o.to(q.dtype), (final if output_final_state else None)
+    core = functools.partial(_chunked, chunk_size=chunk_size)
+    return apply_per_sequence(core, q, k, v, beta, initial_state, output_final_state, cu_seqlens)

@@ -13,6 +13,8 @@ PyTorch path of the op shares. This file is copied verbatim into miners' reposit
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .alpha import quasar_alpha
@@ -127,6 +129,27 @@ def naive_quasar(
         ``(o, final_state)``: o ``[B, T, H, V]`` in q's dtype; final_state ``[N, H, K, V]`` in fp32
         (fp64 for fp64 inputs) or None. Computed in fp32, or fp64 when the inputs are fp64.
     """
+    return apply_per_sequence(_recurrence, q, k, v, beta, initial_state, output_final_state, cu_seqlens)
+
+
+#: ``core(q, k, v, alpha, states) -> (o, final_states)`` on equal-length sequences in the compute dtype.
+Core = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]
+
+
+def apply_per_sequence(
+    core: Core,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``chunk_quasar`` contract around a core: checks, compute dtype, alpha, initial states, and
+    packed sequences run one at a time, each from its own state. Shared by every PyTorch path."""
     bounds = validate_inputs(q, k, v, beta, initial_state, cu_seqlens)
     dtype = compute_dtype(q.dtype)
     batch, _, heads, key_dim = q.shape
@@ -140,11 +163,11 @@ def naive_quasar(
         states = initial_state.to(device=q.device, dtype=dtype)
 
     if bounds is None:
-        o, final = _recurrence(qc, kc, vc, alpha, states)
+        o, final = core(qc, kc, vc, alpha, states)
     else:
         pieces, finals = [], []
         for i, (start, end) in enumerate(bounds):
-            o_i, h_i = _recurrence(
+            o_i, h_i = core(
                 qc[:, start:end], kc[:, start:end], vc[:, start:end], alpha[:, start:end], states[i : i + 1]
             )
             pieces.append(o_i)
