@@ -17,7 +17,6 @@ are refused before loading.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from quasar.bench.cases import CaseSpec, case_seed, correctness_cases, make_inpu
 from quasar.bench.check import check_result, tolerance_for
 from quasar.bench.schema import REASON_BAD_RETURN, CaseResult
 from quasar.bench.suite import timing_spec
+from quasar.evaluation.protocol import CommandServer
 
 #: Reason when a saved output is missing, too large or not plain tensors.
 REASON_UNLOADABLE = "unloadable_output"
@@ -84,16 +84,12 @@ def check_saved(spec: CaseSpec, seed: int, path: Path, device: torch.device, nam
     return result
 
 
-class Checker:
+class Checker(CommandServer):
     def __init__(self, reply_fd: int) -> None:
-        self._reply = os.fdopen(reply_fd, "w", buffering=1)
+        super().__init__(reply_fd)
         self.scratch = Path(os.environ.get("QUASAR_CHECK_DIR", "."))
         self.device = torch.device("cpu")
         self.quick = False
-
-    def reply(self, **data: Any) -> None:
-        self._reply.write(json.dumps(data) + "\n")
-        self._reply.flush()
 
     def start(self, device: str, quick: bool = False) -> None:
         self.device, self.quick = torch.device(device), quick
@@ -119,23 +115,12 @@ class Checker:
         ]
         self.reply(ok=True, results=results)
 
-    def serve(self) -> None:
-        handlers = {"start": self.start, "cases": self.cases, "timed": self.timed}
-        for line in sys.stdin:
-            command = json.loads(line)
-            op = command.pop("op")
-            if op == "exit":
-                break
-            try:
-                handlers[op](**command)
-            except Exception as exc:
-                self.reply(ok=False, error=f"{type(exc).__name__}: {str(exc)[:1000]}")
+    def handlers(self) -> dict[str, Any]:
+        return {"start": self.start, "cases": self.cases, "timed": self.timed}
 
 
 def main() -> None:
-    Checker(int(sys.argv[1])).serve()
-    sys.stdout.flush()
-    os._exit(0)
+    Checker(int(sys.argv[1])).serve_and_exit()
 
 
 if __name__ == "__main__":

@@ -338,14 +338,20 @@ class _Evaluation:
 
     def _checker_call(self, op: str, **data: Any) -> dict[str, Any]:
         assert self.checker is not None
+        checker = self.checker
+        return self._checker_reply(
+            lambda: checker.call(op, checker.process.remaining(), **data)[0], "the trusted checker failed"
+        )
+
+    def _checker_reply(self, receive: Any, failure: str) -> dict[str, Any]:
+        """The checker's reply; any trouble with the trusted side is the validator's `error`."""
+        assert self.checker is not None
         try:
-            reply, _ = self.checker.call(op, self.checker.process.remaining(), **data)
+            reply = receive()
         except (_Gone, _Stop) as exc:
             result = self.checker.process.finish(kill=True)
             tail = result.output.decode("utf-8", errors="replace")[-1000:]
-            raise _Stop(
-                VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker failed: {exc}; {tail}"
-            ) from None
+            raise _Stop(VERDICT_ERROR, REASON_CHECKER_FAILED, f"{failure}: {exc}; {tail}") from None
         if not reply.get("ok"):
             raise _Stop(
                 VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker failed: {reply.get('error')}"
@@ -432,24 +438,12 @@ class _Evaluation:
         report.timing = timing
 
     def _checker_call_start(self) -> bool:
-        reply = self._checker_call_raw_recv()
+        checker = self.checker
+        assert checker is not None
+        reply = self._checker_reply(
+            lambda: checker.recv(checker.process.remaining()), "the trusted checker did not start"
+        )
         return bool(reply)
-
-    def _checker_call_raw_recv(self) -> dict[str, Any]:
-        assert self.checker is not None
-        try:
-            reply = self.checker.recv(self.checker.process.remaining())
-        except (_Gone, _Stop) as exc:
-            result = self.checker.process.finish(kill=True)
-            tail = result.output.decode("utf-8", errors="replace")[-1000:]
-            raise _Stop(
-                VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker did not start: {exc}; {tail}"
-            ) from None
-        if not reply.get("ok"):
-            raise _Stop(
-                VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker failed: {reply.get('error')}"
-            )
-        return reply
 
     def _worker_send_exit(self) -> None:
         assert self.worker is not None

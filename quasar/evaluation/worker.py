@@ -28,13 +28,14 @@ correctness is trusted: the checker reads the saved tensors with ``weights_only=
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from quasar.evaluation.protocol import CommandServer
 
 # Bound before any submission code runs; a submission that patches ``time`` changes what the
 # module attribute points at, not these names (and the parent's own clock is the real check).
@@ -47,9 +48,9 @@ def _short(exc: BaseException) -> str:
     return text[-_OUTPUT_LIMIT:]
 
 
-class Worker:
+class Worker(CommandServer):
     def __init__(self, reply_fd: int) -> None:
-        self._reply = os.fdopen(reply_fd, "w", buffering=1)
+        super().__init__(reply_fd)
         self.scratch = Path(os.environ.get("QUASAR_SCRATCH", "."))
         self.entry: Any = None
         self.torch: Any = None
@@ -57,10 +58,6 @@ class Worker:
         self.quick = False
         self._timing: dict[str, Any] | None = None
         self._mem_before = 0
-
-    def reply(self, **data: Any) -> None:
-        self._reply.write(json.dumps(data) + "\n")
-        self._reply.flush()
 
     # --- commands --------------------------------------------------------------------------------
     def start(self, device: str, entry: str, repo: str, quick: bool = False) -> None:
@@ -235,28 +232,19 @@ class Worker:
             peak = (torch.cuda.max_memory_allocated(self.device) - self._mem_before) / 2**20
         self.reply(ok=error is None, ms=ms, wall_ms=wall_ms, error=error, peak_mem_mb=peak)
 
-    def serve(self) -> None:
-        handlers = {
+    def handlers(self) -> dict[str, Any]:
+        return {
             "start": self.start, "import": self.do_import, "cases": self.cases,
             "time": self.time_begin, "next": self.time_next, "run": self.time_run,
             "ping": lambda: self.reply(ok=True),
         }  # fmt: skip
-        for line in sys.stdin:
-            command = json.loads(line)
-            op = command.pop("op")
-            if op == "exit":
-                break
-            try:
-                handlers[op](**command)
-            except Exception as exc:
-                self.reply(ok=False, error=f"worker_error: {_short(exc)}")
+
+    def describe_error(self, exc: Exception) -> str:
+        return f"worker_error: {_short(exc)}"
 
 
 def main() -> None:
-    Worker(int(sys.argv[1])).serve()
-    # Skip interpreter teardown: a submission's atexit hooks or threads have nothing more to do.
-    sys.stdout.flush()
-    os._exit(0)
+    Worker(int(sys.argv[1])).serve_and_exit()
 
 
 if __name__ == "__main__":
