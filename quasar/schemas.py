@@ -19,7 +19,9 @@ Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
 
 RoundStatus = Literal["open", "finalized"]
-SubmissionStatus = Literal["committed", "revealed", "evaluating", "scored", "rejected", "expired", "duplicate"]
+SubmissionStatus = Literal[
+    "committed", "revealed", "evaluating", "scored", "rejected", "expired", "duplicate"
+]
 Verdict = Literal["pass", "fail", "error"]
 JobStatus = Literal["queued", "claimed", "done"]
 
@@ -92,6 +94,25 @@ class RoundPage(WireModel):
     total: int
     limit: int
     offset: int
+
+
+class RoundBest(WireModel):
+    """One round's best correct time (the dashboard's chart, `GET /v1/history`)."""
+
+    round_id: int
+    status: RoundStatus
+    start_block: int
+    end_block: int
+    baseline_ms: float | None = None
+    best_ms: float | None = None
+    best_hotkey: str | None = None
+    best_speedup: float | None = None
+    submissions: int = 0
+    winner_hotkey: str | None = None
+
+
+class RoundHistory(WireModel):
+    rounds: list[RoundBest]
 
 
 # --- submissions -------------------------------------------------------------------------------

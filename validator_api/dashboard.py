@@ -21,28 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quasar.config import Settings
+from quasar.schemas import RoundBest
 from validator_api import models
 from validator_api.services.rounds import open_round
 from validator_api.services.scoring import leaderboard_entries
 
 #: Rounds the chart shows (the newest ones).
 CHART_ROUNDS = 30
-
-
-@dataclass(frozen=True)
-class RoundBest:
-    """One round's best correct time, for the chart and `GET /v1/history`."""
-
-    round_id: int
-    status: str
-    start_block: int
-    end_block: int
-    baseline_ms: float | None
-    best_ms: float | None
-    best_hotkey: str | None
-    best_speedup: float | None
-    submissions: int
-    winner_hotkey: str | None
 
 
 @dataclass(frozen=True)

@@ -11,33 +11,16 @@ import secrets
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 import quasar
 from quasar.chain import ChainError
+from quasar.schemas import RoundHistory
 from validator_api import dashboard
 from validator_api.deps import Context, SessionDep
 from validator_api.errors import error_responses
 
 router = APIRouter(tags=["dashboard"])
-
-
-class RoundBest(BaseModel):
-    round_id: int
-    status: str
-    start_block: int
-    end_block: int
-    baseline_ms: float | None
-    best_ms: float | None
-    best_hotkey: str | None
-    best_speedup: float | None
-    submissions: int
-    winner_hotkey: str | None
-
-
-class RoundHistory(BaseModel):
-    rounds: list[RoundBest]
 
 
 def _current_block(ctx: Context) -> int | None:
@@ -54,7 +37,7 @@ def _current_block(ctx: Context) -> int | None:
     responses=error_responses(422),
 )
 def history(session: SessionDep, limit: int = Query(dashboard.CHART_ROUNDS, ge=1, le=500)) -> RoundHistory:
-    return RoundHistory(rounds=[RoundBest(**vars(r)) for r in dashboard.round_history(session, limit)])
+    return RoundHistory(rounds=dashboard.round_history(session, limit))
 
 
 @router.get("/", response_class=HTMLResponse, summary="Dashboard: current round, leaderboard, best times")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
-from validator_api.dashboard import DashboardData, RoundBest, Row, chart_svg, render
+from quasar.schemas import RoundBest
+from validator_api.dashboard import DashboardData, Row, chart_svg, render
 
 EVIL = "\"'><script>alert(1)</script><img src=x onerror=alert(2)>&"
 
@@ -23,7 +24,20 @@ def _page() -> str:
     rnd = SimpleNamespace(
         id=7, status="open", start_block=0, end_block=100, baseline_ms=3.0, winner_hotkey=EVIL
     )
-    history = [RoundBest(7, "open", 0, 100, 3.0, 1.5, EVIL, 2.0, 2, EVIL)]
+    history = [
+        RoundBest(
+            round_id=7,
+            status="open",
+            start_block=0,
+            end_block=100,
+            baseline_ms=3.0,
+            best_ms=1.5,
+            best_hotkey=EVIL,
+            best_speedup=2.0,
+            submissions=2,
+            winner_hotkey=EVIL,
+        )
+    ]
     data = DashboardData(
         network=EVIL, netuid=1, block=50, block_time_seconds=12.0, round=rnd,  # type: ignore[arg-type]
         rows=[_row(), _row(submission_id=2, rank=None, counted=False, repo_url="https://github.com/a/b" + EVIL)],
@@ -53,6 +67,18 @@ def test_only_http_links_are_clickable() -> None:
 def test_chart_is_empty_text_without_timed_rounds_and_svg_with_them() -> None:
     assert 'id="chart-empty"' in chart_svg([])
     svg = chart_svg(
-        [RoundBest(i, "finalized", 0, 1, 10.0, 10.0 / i, None, float(i), 1, None) for i in range(1, 4)]
+        [
+            RoundBest(
+                round_id=i,
+                status="finalized",
+                start_block=0,
+                end_block=1,
+                baseline_ms=10.0,
+                best_ms=10.0 / i,
+                best_speedup=float(i),
+                submissions=1,
+            )
+            for i in range(1, 4)
+        ]
     )
     assert svg.startswith('<svg id="chart"') and svg.count('class="dot best"') == 3
