@@ -19,7 +19,7 @@ import triton
 
 from ..chunked import chunk_quasar_torch
 from ..reference import validate_inputs
-from .config import CHUNK_SIZE
+from .config import CHUNK_SIZE, MAX_HEAD_DIM
 from .output import quasar_fwd_output
 from .segments import choose_segment_chunks, num_sms, plan_segments, segment_start_states
 from .wy import quasar_fwd_wy
@@ -39,8 +39,11 @@ def quasar_fwd(
     """The Triton forward on validated, contiguous inputs; ``segment_chunks`` overrides the heuristic."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    if not (16 <= K <= 256 and 16 <= V <= 256):
-        raise ValueError(f"the fast kernel supports 16 <= K, V <= 256, got K={K}, V={V}")
+    if not (16 <= K <= MAX_HEAD_DIM and 16 <= V <= MAX_HEAD_DIM):
+        raise ValueError(
+            f"the fast kernel takes head sizes 16 <= K, V <= {MAX_HEAD_DIM}, got K={K}, V={V}; "
+            "quasar.kernels.chunk_quasar_torch computes any size (at PyTorch speed)"
+        )
     num_states = B if bounds is None else len(bounds)
     if segment_chunks is None:
         total_chunks = (
@@ -107,7 +110,8 @@ def chunk_quasar(
     """QuasarAttention (DESIGN §2) on the GPU.
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; bf16, fp16 or fp32 (fp32 products use TF32).
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``, 16 <= K, V <= 128; bf16, fp16 or fp32 (fp32 products
+            use TF32).
         beta: ``[H]``, > 0.
         initial_state: ``[N, H, K, V]`` or None; N = B, or the number of sequences in cu_seqlens.
         output_final_state: also return the state after each sequence's last token.

@@ -13,6 +13,20 @@ CHUNK_SIZE = 64
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+#: Narrowest tile over K or V; narrower heads are zero-padded up to it. With 16- or 32-wide tiles,
+#: Triton 3.6 on an H100 compiled kernels that hit illegal shared-memory addresses (K=64 with V=32,
+#: K=16 or 32 with V=16, ...) or returned wrong results (K=16 with V=32 or 64, K=64 with V=16);
+#: every K, V in 16..128 is right with 64 (docs/benchmarks.md). The padding costs nothing at 64 and up.
+MIN_BLOCK = 64
+#: Widest head the kernels take: at 256 the per-program state no longer fits (the launch fails).
+MAX_HEAD_DIM = 128
+
+
+def block_size(n: int) -> int:
+    """The tile width that covers ``n`` (K or V): a power of two, at least MIN_BLOCK."""
+    return max(MIN_BLOCK, triton.next_power_of_2(n))
+
+
 def autotune_configs(num_warps: tuple[int, ...], num_stages: tuple[int, ...]) -> list[triton.Config]:
     """Every (warps, stages) pair on a GPU; one config under the interpreter, which cannot time."""
     if INTERPRET:

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs, dot_precision
+from .config import CHUNK_SIZE, autotune_configs, block_size, dot_precision
 from .segments import SegmentPlan, segment_bounds
 
 
@@ -105,13 +105,13 @@ def quasar_fwd_output(
     """``(o [B,T,H,V] in q's dtype, final state [N,H,K,V] fp32 or None)``; h_in: ``[segments,H,K,V]``."""
     B, T, H, K = q.shape
     V = u.shape[-1]
-    BV = min(64, triton.next_power_of_2(V))
+    BV = min(64, block_size(V))
     o = q.new_empty(B, T, H, V)
     ht = q.new_empty(num_states, H, K, V, dtype=torch.float32) if output_final_state else None
     grid = (triton.cdiv(V, BV), plan.num_segments, H)
     quasar_fwd_output_kernel[grid](
         q, k, w, u, o, h_in, ht, cu_seqlens, plan.segment_indices, T, plan.segments_per_seq,
-        plan.chunks_per_segment, H=H, K=K, V=V, BT=CHUNK_SIZE, BK=triton.next_power_of_2(K), BV=BV,
+        plan.chunks_per_segment, H=H, K=K, V=V, BT=CHUNK_SIZE, BK=block_size(K), BV=BV,
         PRECISION=dot_precision(q.dtype), USE_H_IN=h_in is not None, STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None,
     )
     return o, ht

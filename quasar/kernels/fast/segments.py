@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs, dot_precision
+from .config import CHUNK_SIZE, autotune_configs, block_size, dot_precision
 
 #: Below this many chunks a segment's map costs more than the parallelism it buys.
 MIN_SEGMENT_CHUNKS = 8
@@ -243,8 +243,8 @@ def segment_start_states(
     """The state every segment starts from, ``[num_segments, H, K, V]`` fp32."""
     B, T, H, K = k.shape
     V = u.shape[-1]
-    BK = triton.next_power_of_2(K)
-    BC = min(64, triton.next_power_of_2(min(K, V)))
+    BK = block_size(K)
+    BC = min(64, block_size(min(K, V)))
     seg_m = k.new_empty(plan.num_segments, H, K, K, dtype=torch.float32)
     seg_n = k.new_empty(plan.num_segments, H, K, V, dtype=torch.float32)
     grid = (triton.cdiv(K, BC) + triton.cdiv(V, BC), plan.num_segments, H)
@@ -254,7 +254,7 @@ def segment_start_states(
         IS_VARLEN=cu_seqlens is not None,
     )
     seg_h = torch.empty_like(seg_n)
-    BV = min(64, triton.next_power_of_2(V))
+    BV = min(64, block_size(V))
     quasar_fwd_segment_scan_kernel[(triton.cdiv(V, BV), num_states * H)](
         seg_m, seg_n, seg_h, initial_state, plan.segment_offsets, plan.segments_per_seq,
         H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs, dot_precision
+from .config import CHUNK_SIZE, autotune_configs, block_size, dot_precision
 
 
 @triton.jit
@@ -149,8 +149,8 @@ def quasar_fwd_wy(
         K=K,
         V=V,
         BT=CHUNK_SIZE,
-        BK=triton.next_power_of_2(K),
-        BV=triton.next_power_of_2(V),
+        BK=block_size(K),
+        BV=block_size(V),
         PRECISION=dot_precision(k.dtype),
         IS_VARLEN=cu_seqlens is not None,
     )

@@ -1,8 +1,8 @@
 """The fast Triton ``chunk_quasar`` on a GPU, against the definition, with DESIGN §2's tolerances.
 
 Covers bf16/fp16/fp32, several segments per sequence and one, T not a multiple of 64, B > 1, initial
-and final state, packed sequences (with an empty one), K != V, K = V = 128, a sequence past 2,048
-tokens, freshly poisoned memory, and the backward. Skipped where no CUDA device is present.
+and final state, packed sequences (with an empty one), every head size from 16 to 128, a sequence past
+2,048 tokens, freshly poisoned memory, and the backward. Skipped where no CUDA device is present.
 """
 
 from __future__ import annotations
@@ -73,6 +73,30 @@ def test_forward_matches_reference(dtype, B, T, H, K, V, lengths, segment_chunks
     assert o.dtype == dtype and ht.dtype == torch.float32
     assert _rel(o, ref_o) < TOLERANCE[dtype]
     assert _rel(ht, ref_ht) < TOLERANCE[dtype]
+
+
+# With tiles narrower than 64, Triton 3.6 on an H100 faulted or was wrong at several of these sizes
+# (config.MIN_BLOCK): every supported head size, three segments per sequence.
+@pytest.mark.parametrize("V", [16, 32, 64, 128])
+@pytest.mark.parametrize("K", [16, 32, 64, 128])
+def test_every_head_size(K, V) -> None:
+    from quasar.kernels.fast import chunk_quasar
+    from quasar.kernels.reference import naive_quasar
+
+    q, k, v, beta, h0 = _inputs(1, 1500, 2, K, V, torch.float16, 1, seed=K * 1000 + V)
+    q, k = (q.float() * K**-0.5).half(), (k.float() * K**-0.5).half()
+    o, ht = chunk_quasar(q, k, v, beta, h0, True)
+    ref_o, ref_ht = naive_quasar(q.float(), k.float(), v.float(), beta, h0, True)
+    assert _rel(o, ref_o) < TOLERANCE[torch.float16]
+    assert _rel(ht, ref_ht) < TOLERANCE[torch.float16]
+
+
+def test_head_sizes_past_128_are_refused_with_a_way_out() -> None:
+    from quasar.kernels.fast import chunk_quasar
+
+    q, k, v, beta, _ = _inputs(1, 64, 1, 256, 64, torch.float16, 1, seed=0)
+    with pytest.raises(ValueError, match="chunk_quasar_torch"):
+        chunk_quasar(q, k, v, beta)
 
 
 # Keys are scaled to ||k||^2 ~ 1. With unit-variance keys beta * ||k||^2 ~ K saturates alpha at
