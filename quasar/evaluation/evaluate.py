@@ -305,6 +305,7 @@ class _Evaluation:
         )  # fmt: skip
         report.sandbox = self.sandbox.mechanisms.describe()
         report.warnings = list(self.sandbox.mechanisms.warnings)
+        self.sandbox.own_run_dir(work)
         cuda = report.device_type == "cuda"
         self.runs = options.runs or ((20 if options.quick else 50) if cuda else (5 if options.quick else 10))
         self.warmup = options.warmup if options.warmup is not None else (5 if cuda else 1)

@@ -269,11 +269,33 @@ class Sandbox:
         self.cgroup_parent = cgroup_parent
         self.gpu_index = gpu_index
         self.mechanisms = detect(allow_unsandboxed=allow_unsandboxed, cgroup_parent=cgroup_parent)
+        self._run_dirs: list[Path] = []
 
     # --- paths -----------------------------------------------------------------------------------
     def inside(self, name: str, host_path: Path) -> str:
         """Where ``host_path`` (mounted as ``name``) is seen by the command."""
         return f"{SANDBOX_DIR}/{name}" if self.mechanisms.namespaces == "bwrap" else str(host_path)
+
+    def own_run_dir(self, work: Path) -> None:
+        """Mark ``work`` as a directory the caller made for its runs (not the operator's): without
+        bwrap, :meth:`start` may open it and what is below it to the sandbox user (o+x, no listing)."""
+        self._run_dirs.append(work.resolve())
+
+    def _let_through(self, path: Path) -> None:
+        """Without bwrap the sandbox user sees host paths as they are, so it must be able to pass
+        through every directory above ``path``: opened where ours, named for the operator where not."""
+        for parent in path.resolve().parents:
+            mode = parent.stat().st_mode
+            if mode & 0o001:
+                continue
+            if any(parent == own or own in parent.parents for own in self._run_dirs):
+                parent.chmod(mode | 0o001)
+                continue
+            raise SandboxUnavailable(
+                f"the sandbox user (uid {UNPRIVILEGED_ID}) cannot reach {path}: {parent} has mode "
+                f"{mode & 0o777:04o}, so other users cannot pass through it. Evaluate in a directory "
+                f"under /tmp (or set TMPDIR to one), or run `chmod o+x {parent}`."
+            )
 
     def _env(self, scratch_inside: str, tmp_inside: str, extra: Mapping[str, str]) -> dict[str, str]:
         # An allow-list: nothing of the validator's environment (tokens, wallet paths, DATABASE_URL)
@@ -389,6 +411,9 @@ class Sandbox:
             for host in ro.values():
                 # Read-only mounts keep their modes: make them readable by the unprivileged user.
                 _make_world_readable(host)
+            if not bwrap:
+                for path in (scratch, *ro.values()):
+                    self._let_through(path)
         scratch.chmod(0o700)
 
         command: list[str] = []
