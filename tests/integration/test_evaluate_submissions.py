@@ -66,7 +66,7 @@ def submit(tmp_path: Path) -> Callable[..., EvaluationReport]:
 
     def run(
         init_source: str | None, *, wall_s: float = 90, memory_mb: int = 3072, max_pids: int = 128,
-        files: dict[str, str] | None = None, **options: object,
+        scratch_mb: int = 512, files: dict[str, str] | None = None, **options: object,
     ) -> EvaluationReport:  # fmt: skip
         repo = tmp_path / f"repo-{secrets.token_hex(4)}"
         init_kernel_repo(repo)
@@ -77,7 +77,7 @@ def submit(tmp_path: Path) -> Callable[..., EvaluationReport]:
         sha = _commit(repo)
         limits = SandboxLimits(
             wall_s=wall_s, memory_bytes=memory_mb * 2**20, max_pids=max_pids, output_bytes=64 * 2**10,
-            scratch_bytes=512 * 2**20, file_bytes=256 * 2**20, tmp_bytes=256 * 2**20,
+            scratch_bytes=scratch_mb * 2**20, file_bytes=256 * 2**20, tmp_bytes=256 * 2**20,
         )  # fmt: skip
         opts = EvaluationOptions(dev_mode=True, quick=True, limits=limits, work_dir=str(tmp_path), **options)  # type: ignore[arg-type]
         report = evaluate(str(repo), sha, opts)
@@ -476,9 +476,10 @@ def test_writes_outside_scratch_are_contained(submit, tmp_path: Path) -> None:
 
 # --- GPU only ------------------------------------------------------------------------------------------
 
+# The baseline's own Triton kernel, so the honest and the hidden work take the same time.
 SIDE_STREAM = (
-    HONEST
-    + """
+    """
+from .fast import chunk_quasar as _honest
 import torch
 
 _stream = None
@@ -501,9 +502,15 @@ def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu
     reason="side-stream timing needs a CUDA device; run on the GPU machine",
 )
 def test_side_stream_work_is_timed_or_caught_on_gpu(submit) -> None:
-    honest = submit(None, device="cuda", gpu_index=0, wall_s=600, memory_mb=32768)
+    # On a GPU the cases reach T = 100,000: each saved output is ~100 MB, and ~9 of them are saved.
+    gpu = {"device": "cuda", "gpu_index": 0, "wall_s": 600, "memory_mb": 32768, "scratch_mb": 4096}
+    honest = submit(None, **gpu)
     _passes(honest)
-    report = submit(SIDE_STREAM, device="cuda", gpu_index=0, wall_s=600, memory_mb=32768)
+    report = submit(SIDE_STREAM, **gpu)
+    print(
+        f"side stream: honest {honest.median_ms:.3f} ms; cheat {report.verdict} {report.reason or ''} "
+        f"{report.median_ms} ms; parent-side {report.wall}"
+    )
     # Either the parent's clock (device-wide sync before each reply) charges the hidden work, or the
     # gap between the event time and the parent's clock fails it.
     if report.verdict == "pass":
