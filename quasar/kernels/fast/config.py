@@ -18,7 +18,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 #: K=16 or 32 with V=16, ...) or returned wrong results (K=16 with V=32 or 64, K=64 with V=16);
 #: every K, V in 16..128 is right with 64 (docs/benchmarks.md). The padding costs nothing at 64 and up.
 MIN_BLOCK = 64
-#: Widest head the kernels take: at 256 the per-program state no longer fits (the launch fails).
+#: Widest head the kernels take: K or V = 256 did not run on an H100 (docs/benchmarks.md).
 MAX_HEAD_DIM = 128
 
 
