@@ -101,16 +101,22 @@ class Settings(BaseSettings):
     min_validator_stake: float | None = Field(
         None, description="Stake that grants the validator role without a validator permit."
     )
-    evaluations_per_submission: int | None = Field(None, description="Validator jobs per revealed submission.")
+    evaluations_per_submission: int | None = Field(
+        None, description="Validator jobs per revealed submission."
+    )
     max_job_attempts: int = Field(3, description="Error verdicts before a submission ends as unevaluable.")
     job_lease_seconds: int = Field(900, description="Lease on a claimed job; extended by heartbeats.")
     blocks_until_reveal: int | None = Field(None, description="Blocks between commit and earliest reveal.")
-    reveal_window_blocks: int | None = Field(None, description="Blocks after the reveal block a reveal is accepted.")
+    reveal_window_blocks: int | None = Field(
+        None, description="Blocks after the reveal block a reveal is accepted."
+    )
     round_blocks: int | None = Field(None, description="Length of an automatically opened round.")
     auto_rounds: bool | None = Field(None, description="Open and finalize rounds automatically.")
     target_sequence_length: int = Field(100_000, description="T of the benchmark shape.")
     auth_max_age_seconds: float = Field(30.0, description="Freshness window of signed requests.")
-    auth_allowed_skew_seconds: float = Field(5.0, description="Allowed forward clock skew of signed requests.")
+    auth_allowed_skew_seconds: float = Field(
+        5.0, description="Allowed forward clock skew of signed requests."
+    )
     max_body_bytes: int = Field(64 * 1024, description="Largest request body the API accepts.")
     rate_limit_per_ip_per_minute: int = Field(
         1200,
@@ -125,6 +131,13 @@ class Settings(BaseSettings):
     )
     max_commits_per_round: int = Field(
         16, ge=0, description="Commitments a miner hotkey may make in one round (0: no limit)."
+    )
+    api_threads: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Threads per API worker for blocking work (database, signature checks); more "
+        "threads than cores only contend for the GIL under load.",
     )
     public_cache_seconds: float = Field(
         0.0,
@@ -156,10 +169,12 @@ class Settings(BaseSettings):
     )
     fetch_timeout_seconds: float = Field(120.0, description="Wall-clock limit of fetching one submission.")
     sandbox_memory_mb: int = Field(
-        32768, description="Host memory cap of a sandboxed run (cgroup memory.max; RLIMIT_AS on CPU without one)."
+        32768,
+        description="Host memory cap of a sandboxed run (cgroup memory.max; RLIMIT_AS on CPU without one).",
     )
     sandbox_max_pids: int = Field(
-        1024, description="Tasks (processes and threads) a sandboxed run may have (cgroup pids.max / RLIMIT_NPROC)."
+        1024,
+        description="Tasks (processes and threads) a sandboxed run may have (cgroup pids.max / RLIMIT_NPROC).",
     )
     sandbox_cgroup_parent: str | None = Field(
         None,
@@ -199,7 +214,8 @@ class Settings(BaseSettings):
     git_remote_url: str | None = Field(None, description="Any git remote to push to instead of GitHub.")
     target_repo_url: str = "https://github.com/troy12x/flash-linear-attention"
     github_api_url: str = Field(
-        "https://api.github.com", description="GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3)."
+        "https://api.github.com",
+        description="GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3).",
     )
     agent_iterations: int = Field(100, ge=0, description="Patches the `agent` strategy asks for per cycle.")
     optimization_interval: int = Field(300, description="Seconds between miner optimization cycles.")
@@ -214,31 +230,39 @@ class Settings(BaseSettings):
         None, description="Miner state (salt, payload, phase, bench results) (default QUASAR_HOME/miner)."
     )
     miner_workspace: Path | None = Field(
-        None, description="The miner's git checkout of its kernel repository (default MINER_STATE_DIR/workspace)."
+        None,
+        description="The miner's git checkout of its kernel repository (default MINER_STATE_DIR/workspace).",
     )
     miner_branch: str = Field("quasar-miner", description="Branch the miner commits to and pushes.")
     miner_min_speedup: float = Field(
         1.01, description="Submit only kernels whose measured speed-up over the baseline is at least this."
     )
     miner_min_improvement: float = Field(
-        0.02, ge=0, description="A candidate is kept only if it is this fraction faster than the current best."
+        0.02,
+        ge=0,
+        description="A candidate is kept only if it is this fraction faster than the current best.",
     )
     miner_bench_quick: bool = Field(False, description="Bench candidates with fewer timed runs (`--quick`).")
-    miner_bench_timeout_seconds: float = Field(1800.0, gt=0, description="Wall-clock limit of one candidate's bench.")
+    miner_bench_timeout_seconds: float = Field(
+        1800.0, gt=0, description="Wall-clock limit of one candidate's bench."
+    )
     miner_external_ip: str | None = Field(
         None,
         description="Public IP of the miner's inference server, published on chain (ServeAxon) "
         "(embedded: 127.0.0.1).",
     )
     miner_inference_url: str | None = Field(
-        None, description="inference_url revealed with each submission (default http://MINER_EXTERNAL_IP:port)."
+        None,
+        description="inference_url revealed with each submission (default http://MINER_EXTERNAL_IP:port).",
     )
     miner_llm_base_url: str | None = Field(
         "https://api.openai.com/v1",
         description="OpenAI-compatible chat endpoint of the `agent` strategy; empty: a local transformers "
         "model named by MINER_LLM_MODEL.",
     )
-    miner_llm_model: str = Field("gpt-4o", description="Chat model (or local model path) of the `agent` strategy.")
+    miner_llm_model: str = Field(
+        "gpt-4o", description="Chat model (or local model path) of the `agent` strategy."
+    )
     miner_llm_api_key: str | None = Field(None, description="API key of MINER_LLM_BASE_URL (never logged).")
     miner_llm_timeout_seconds: float = Field(300.0, gt=0, description="How long one LLM answer may take.")
 
@@ -252,23 +276,38 @@ class Settings(BaseSettings):
     model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Dtype the miner serves MODEL_NAME in ('auto': bfloat16 on CUDA, float32 on CPU)."
     )
-    inference_max_input_tokens: int = Field(2048, ge=1, description="Longest prompt the inference server accepts.")
-    inference_max_new_tokens: int = Field(256, ge=1, description="Largest max_new_tokens the inference server accepts.")
+    inference_max_input_tokens: int = Field(
+        2048, ge=1, description="Longest prompt the inference server accepts."
+    )
+    inference_max_new_tokens: int = Field(
+        256, ge=1, description="Largest max_new_tokens the inference server accepts."
+    )
     inference_max_logits_positions: int = Field(
         64, ge=0, description="Most logits positions one inference request may ask for."
     )
     inference_queue_size: int = Field(
-        8, ge=0, description="Requests that may wait for the device behind the running one; more get 503 busy."
+        8,
+        ge=0,
+        description="Requests that may wait for the device behind the running one; more get 503 busy.",
     )
     inference_rate_limit_per_minute: int = Field(
         60, ge=1, description="Inference requests per minute per validator hotkey (real chain only)."
     )
-    verify_prompt_tokens: int = Field(32, ge=1, description="Prompt length of a logit-verification challenge.")
-    verify_max_new_tokens: int = Field(32, ge=1, description="Tokens a logit-verification challenge asks for.")
-    verify_checked_positions: int = Field(8, ge=1, description="Generated positions whose logits are compared.")
-    verify_timeout_seconds: float = Field(120.0, gt=0, description="How long the validator waits for a miner's answer.")
+    verify_prompt_tokens: int = Field(
+        32, ge=1, description="Prompt length of a logit-verification challenge."
+    )
+    verify_max_new_tokens: int = Field(
+        32, ge=1, description="Tokens a logit-verification challenge asks for."
+    )
+    verify_checked_positions: int = Field(
+        8, ge=1, description="Generated positions whose logits are compared."
+    )
+    verify_timeout_seconds: float = Field(
+        120.0, gt=0, description="How long the validator waits for a miner's answer."
+    )
     verify_thresholds_file: Path | None = Field(
-        None, description="JSON thresholds per dtype from `quasar verify calibrate --write` (default: built-in)."
+        None,
+        description="JSON thresholds per dtype from `quasar verify calibrate --write` (default: built-in).",
     )
 
     @field_validator("database_url")
