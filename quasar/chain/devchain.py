@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -91,6 +93,9 @@ class DevChain:
         self.path = Path(path)
         self.netuid = netuid
         self.block_time_seconds = block_time_seconds
+        # current_block is asked on every signed API write: it reads through one kept-open
+        # connection per thread, without the write lock and schema check that _connect takes.
+        self._readers = threading.local()
 
     # --- storage ------------------------------------------------------------------------------
     @contextmanager
@@ -123,6 +128,34 @@ class DevChain:
         finally:
             conn.close()
 
+    def _read_block(self) -> int:
+        # The kept connection is only good while the path still names the file it opened.
+        try:
+            found = os.stat(self.path)
+            file_id: tuple[int, int] | None = (found.st_dev, found.st_ino)
+        except OSError:
+            file_id = None
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is not None and (file_id is None or file_id != self._readers.file_id):
+            self._readers.conn = None
+            conn.close()
+            conn = None
+        if conn is None:
+            with self._connect():  # creates and initialises the file when it is new (or fails)
+                pass
+            try:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                stat = os.stat(self.path)
+            except (OSError, sqlite3.Error) as exc:
+                raise ChainUnavailable(f"cannot open the dev chain at {self.path}: {exc}") from exc
+            self._readers.conn, self._readers.file_id = conn, (stat.st_dev, stat.st_ino)
+        try:
+            return self._block(conn, self.block_time_seconds)
+        except sqlite3.Error as exc:
+            self._readers.conn = None
+            conn.close()
+            raise ChainUnavailable(f"dev chain at {self.path} failed: {exc}") from exc
+
     @staticmethod
     def _block(conn: sqlite3.Connection, block_time: float) -> int:
         meta = dict(conn.execute("SELECT key, value FROM chain_meta").fetchall())
@@ -135,8 +168,7 @@ class DevChain:
         return self.current_block()
 
     def current_block(self) -> int:
-        with self._connect() as conn:
-            return self._block(conn, self.block_time_seconds)
+        return self._read_block()
 
     def metagraph(self) -> Metagraph:
         with self._connect() as conn:
