@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import delete
+from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
 from quasar.chain import Metagraph
 from quasar.config import Settings
@@ -37,26 +36,27 @@ RETENTION_MARGIN_SECONDS = 5.0
 class DatabaseNonceStore:
     """`bittensor.http_auth.NonceStore` backed by the `auth_nonces` table (shared by all replicas)."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, max_age: float, allowed_skew: float) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: Engine, *, max_age: float, allowed_skew: float) -> None:
+        self._engine = engine
         # http_auth.verify refuses a store whose retention is shorter than the window it checks.
         self.retention = max_age + allowed_skew + RETENTION_MARGIN_SECONDS
 
     def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        with self._sessions() as session:
-            try:
-                with session.begin():
-                    session.add(AuthNonce(hotkey=hotkey_ss58, nonce_ns=nonce_ns))
-            except IntegrityError:
-                return False
+        # A Core insert on a bare connection: this runs on every signed request, and an ORM
+        # session's unit of work costs more than the insert itself.
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(insert(AuthNonce).values(hotkey=hotkey_ss58, nonce_ns=nonce_ns))
+        except IntegrityError:
+            return False
         return True
 
     def prune(self, now_ns: int | None = None) -> int:
         """Delete nonces older than the retention window (already refused as stale); returns how many."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         cutoff = now_ns - int(self.retention * 1e9)
-        with self._sessions() as session, session.begin():
-            result = session.execute(delete(AuthNonce).where(AuthNonce.nonce_ns < cutoff))
+        with self._engine.begin() as connection:
+            result = connection.execute(delete(AuthNonce).where(AuthNonce.nonce_ns < cutoff))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

@@ -74,7 +74,7 @@ class ApiContext:
             block_time_seconds=settings.block_time_seconds,
         )
         nonce_store = DatabaseNonceStore(
-            sessions, max_age=settings.auth_max_age_seconds, allowed_skew=settings.auth_allowed_skew_seconds
+            engine, max_age=settings.auth_max_age_seconds, allowed_skew=settings.auth_allowed_skew_seconds
         )
         return cls(settings, engine, sessions, chain, nonce_store, metrics)
 

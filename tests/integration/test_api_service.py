@@ -15,7 +15,7 @@ import pytest
 from quasar.config import Settings
 from tests.integration.conftest import ApiServer, free_port, reveal_material
 from validator_api.auth import DatabaseNonceStore
-from validator_api.db import make_engine, make_session_factory
+from validator_api.db import make_engine
 from validator_api.migrate import upgrade
 
 pytestmark = pytest.mark.timeout(120)
@@ -243,7 +243,7 @@ def test_nonce_store_prunes_past_the_window(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'n.sqlite'}"
     upgrade(url)
     engine = make_engine(url)
-    store = DatabaseNonceStore(make_session_factory(engine), max_age=30, allowed_skew=5)
+    store = DatabaseNonceStore(engine, max_age=30, allowed_skew=5)
     assert store.retention >= 35
     now = time.time_ns()
     assert store.check_and_store("hk", now - int(100e9))
