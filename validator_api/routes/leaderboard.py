@@ -10,7 +10,7 @@ from validator_api import models
 from validator_api.deps import MAX_ID, SessionDep, SettingsDep
 from validator_api.errors import error_responses
 from validator_api.services.rounds import get_round, open_round
-from validator_api.services.scoring import leaderboard_entries
+from validator_api.services.scoring import leaderboard_entries, round_standings
 
 router = APIRouter(prefix="/v1", tags=["scores"])
 
@@ -33,5 +33,6 @@ def leaderboard(
         )
     if rnd is None:
         return schemas.Leaderboard(round_id=None, entries=[])
-    subs = session.scalars(select(models.Submission).where(models.Submission.round_id == rnd.id)).all()
-    return schemas.Leaderboard(round_id=rnd.id, entries=leaderboard_entries(subs, settings))
+    return schemas.Leaderboard(
+        round_id=rnd.id, entries=leaderboard_entries(round_standings(session, rnd.id), settings)
+    )
