@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from quasar.config import Settings
 from quasar.schemas import RoundBest
 from validator_api import models
-from validator_api.services.rounds import open_round
+from validator_api.services.rounds import shown_round
 from validator_api.services.scoring import leaderboard_entries
 
 #: Rounds the chart shows (the newest ones).
@@ -99,9 +99,7 @@ def gather(session: Session, settings: Settings, block: int | None) -> Dashboard
         block_time_seconds=float(settings.block_time_seconds or 12.0),
         logit_verification=settings.enable_logit_verification,
     )
-    rnd = (
-        open_round(session) or session.scalars(select(models.Round).order_by(models.Round.id.desc())).first()
-    )
+    rnd = shown_round(session)
     data.round = rnd
     if rnd is not None:
         subs = session.scalars(select(models.Submission).where(models.Submission.round_id == rnd.id)).all()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from quasar import schemas
 from validator_api import models
 from validator_api.deps import MAX_ID, SessionDep, SettingsDep
 from validator_api.errors import error_responses
-from validator_api.services.rounds import get_round, open_round
+from validator_api.services.rounds import get_round, shown_round
 from validator_api.services.scoring import leaderboard_entries, round_standings
 
 router = APIRouter(prefix="/v1", tags=["scores"])
@@ -27,10 +26,7 @@ def leaderboard(
     if round_id is not None:
         rnd: models.Round | None = get_round(session, round_id)
     else:
-        rnd = (
-            open_round(session)
-            or session.scalars(select(models.Round).order_by(models.Round.id.desc())).first()
-        )
+        rnd = shown_round(session)
     if rnd is None:
         return schemas.Leaderboard(round_id=None, entries=[])
     return schemas.Leaderboard(

@@ -28,6 +28,13 @@ def open_round(session: Session) -> models.Round | None:
     return session.scalars(select(models.Round).where(models.Round.status == "open")).first()
 
 
+def shown_round(session: Session) -> models.Round | None:
+    """The round public views show: the open one, else the latest."""
+    return (
+        open_round(session) or session.scalars(select(models.Round).order_by(models.Round.id.desc())).first()
+    )
+
+
 def get_round(session: Session, round_id: int) -> models.Round:
     row = session.get(models.Round, round_id)
     if row is None:
