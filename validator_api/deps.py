@@ -56,17 +56,21 @@ SessionDep = Annotated[Session, Depends(get_session)]
 async def signed_hotkey(request: Request, ctx: Context) -> str:
     """The hotkey that signed this request (401 with a stable code otherwise)."""
     body = await request.body()
-    await run_in_threadpool(ctx.require_schema)
-    hotkey: str = await run_in_threadpool(
-        authenticate,
-        request.headers,
-        body,
-        method=request.method,
-        target=asgi_request_target(request.scope),
-        api_hotkey=ctx.api_hotkey,
-        nonce_store=ctx.nonce_store,
-        settings=ctx.settings,
-    )
+
+    def check_schema_then_verify() -> str:
+        # One hop into the thread pool per signed request, not one per step.
+        ctx.require_schema()
+        return authenticate(
+            request.headers,
+            body,
+            method=request.method,
+            target=asgi_request_target(request.scope),
+            api_hotkey=ctx.api_hotkey,
+            nonce_store=ctx.nonce_store,
+            settings=ctx.settings,
+        )
+
+    hotkey = await run_in_threadpool(check_schema_then_verify)
     # Counted after the signature verifies, so nobody can spend another hotkey's budget.
     limiter: FixedWindowLimiter | None = getattr(request.app.state, "hotkey_limiter", None)
     if limiter is not None and (wait := limiter.hit(hotkey)) is not None:
