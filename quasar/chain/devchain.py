@@ -128,15 +128,17 @@ class DevChain:
         finally:
             conn.close()
 
-    def _read_block(self) -> int:
-        # The kept connection is only good while the path still names the file it opened.
+    def _file_id(self) -> tuple[int, int] | None:
         try:
             found = os.stat(self.path)
-            file_id: tuple[int, int] | None = (found.st_dev, found.st_ino)
         except OSError:
-            file_id = None
+            return None
+        return found.st_dev, found.st_ino
+
+    def _read_block(self) -> int:
         conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
-        if conn is not None and (file_id is None or file_id != self._readers.file_id):
+        # A kept connection is only good while the path still names the file it opened.
+        if conn is not None and self._file_id() != self._readers.file_id:
             self._readers.conn = None
             conn.close()
             conn = None
@@ -145,10 +147,9 @@ class DevChain:
                 pass
             try:
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                stat = os.stat(self.path)
-            except (OSError, sqlite3.Error) as exc:
+            except sqlite3.Error as exc:
                 raise ChainUnavailable(f"cannot open the dev chain at {self.path}: {exc}") from exc
-            self._readers.conn, self._readers.file_id = conn, (stat.st_dev, stat.st_ino)
+            self._readers.conn, self._readers.file_id = conn, self._file_id()
         try:
             return self._block(conn, self.block_time_seconds)
         except sqlite3.Error as exc:
