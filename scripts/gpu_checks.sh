@@ -9,7 +9,8 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi -L; python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 
 echo "== fast kernel GPU tests"
-timeout "${TESTS_S:-330}" python3 -m pytest -q --noconftest -p no:cacheprovider \
+# In parallel: one at a time the file takes over 5 minutes on an H100, nearly all of it compiling.
+timeout "${TESTS_S:-240}" python3 -m pytest -q -n "${TEST_PROCS:-8}" --noconftest -p no:cacheprovider \
     tests/unit/kernels/test_fast_gpu.py ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} >"$OUT/gpu_tests.log" 2>&1
 echo "rc=$?"; tail -n 12 "$OUT/gpu_tests.log"
 
@@ -34,7 +35,8 @@ echo "== side-stream cheat under evaluation"
 # where the interpreter finds it, as on a validator; a plain copy needs no build tools or network.
 site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$site/quasar" && cp -r quasar "$site/quasar" && chmod -R a+rX "$site/quasar"
-timeout "${SIDE_S:-100}" python3 -m pytest -q --noconftest -p no:cacheprovider \
+# Two evaluations with T = 100k cases: about 3 minutes on an H100.
+timeout "${SIDE_S:-240}" python3 -m pytest -q --noconftest -p no:cacheprovider \
     -rA tests/integration/test_evaluate_submissions.py -k side_stream >"$OUT/side_stream.log" 2>&1
 echo "rc=$?"; tail -n 8 "$OUT/side_stream.log"
 
