@@ -5,9 +5,10 @@ chain's metagraph (cached by `CachedChain`): a miner is any hotkey registered on
 validator holds a validator permit or at least MIN_VALIDATOR_STAKE (when that is above zero), the
 owner is OWNER_HOTKEY or the subnet owner the metagraph names.
 
-The nonce store writes each accepted nonce in its own, immediately committed transaction: the
-record must survive even when the request is then refused (that is what makes a replay of a
-refused request a replay), and it is the only thing a refused request ever writes.
+A nonce is written in the transaction of the request it belongs to (`DatabaseNonceStore.on`): a
+refused request rolls its work back but still commits the nonce (`validator_api.signed`), because
+the record must survive the refusal (that is what makes a replay of a refused request a replay).
+It is the only thing a refused request ever writes.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Engine, delete, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, delete
 
 from quasar.chain import Metagraph
 from quasar.config import Settings
 from quasar.signing import AuthError, auth_error_code, verify_request
+from validator_api.db import insert_unless_exists
 from validator_api.errors import ApiError
 from validator_api.models import AuthNonce
 
@@ -34,22 +35,21 @@ RETENTION_MARGIN_SECONDS = 5.0
 
 
 class DatabaseNonceStore:
-    """`bittensor.http_auth.NonceStore` backed by the `auth_nonces` table (shared by all replicas)."""
+    """The `auth_nonces` table (shared by all replicas): retention, pruning, and per-transaction recorders."""
 
     def __init__(self, engine: Engine, *, max_age: float, allowed_skew: float) -> None:
         self._engine = engine
         # http_auth.verify refuses a store whose retention is shorter than the window it checks.
         self.retention = max_age + allowed_skew + RETENTION_MARGIN_SECONDS
 
+    def on(self, connection: Connection) -> TransactionNonceStore:
+        """A `bittensor.http_auth.NonceStore` that records into `connection`'s open transaction."""
+        return TransactionNonceStore(connection, self.retention)
+
     def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        # A Core insert on a bare connection: this runs on every signed request, and an ORM
-        # session's unit of work costs more than the insert itself.
-        try:
-            with self._engine.begin() as connection:
-                connection.execute(insert(AuthNonce).values(hotkey=hotkey_ss58, nonce_ns=nonce_ns))
-        except IntegrityError:
-            return False
-        return True
+        """Record a nonce in a transaction of its own (False if it was already recorded)."""
+        with self._engine.begin() as connection:
+            return self.on(connection).check_and_store(hotkey_ss58, nonce_ns)
 
     def prune(self, now_ns: int | None = None) -> int:
         """Delete nonces older than the retention window (already refused as stale); returns how many."""
@@ -58,6 +58,25 @@ class DatabaseNonceStore:
         with self._engine.begin() as connection:
             result = connection.execute(delete(AuthNonce).where(AuthNonce.nonce_ns < cutoff))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class TransactionNonceStore:
+    """Records accepted nonces through one connection, inside the transaction it has open."""
+
+    def __init__(self, connection: Connection, retention: float) -> None:
+        self._connection = connection
+        self.retention = retention
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        # ON CONFLICT DO NOTHING rather than catching the unique violation: on PostgreSQL a failed
+        # statement would abort the whole transaction. A concurrent insert of the same nonce waits
+        # for the first transaction and then conflicts, so exactly one request can hold a nonce.
+        recorded = self._connection.execute(
+            insert_unless_exists(AuthNonce.__table__, self._connection)
+            .values(hotkey=hotkey_ss58, nonce_ns=nonce_ns)
+            .returning(AuthNonce.__table__.c.id)
+        ).first()
+        return recorded is not None
 
 
 _AUTH_HINTS = {
@@ -76,7 +95,7 @@ def authenticate(
     method: str,
     target: str,
     api_hotkey: str,
-    nonce_store: DatabaseNonceStore,
+    nonce_store: TransactionNonceStore | DatabaseNonceStore,
     settings: Settings,
 ) -> str:
     """The verified sender hotkey, or ApiError 401 with the stable code of the failure."""

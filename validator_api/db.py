@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import BindParameter, Connection, Engine, Table, create_engine, event, literal
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Insert
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -76,3 +78,23 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any exception."""
     with factory() as session, session.begin():
         yield session
+
+
+def insert_unless_exists(table: Table, connection: Connection) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING on either backend; with RETURNING, a conflict returns no row."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"no ON CONFLICT support for the {dialect} backend; use PostgreSQL or SQLite")
+
+
+def constant(value: Any) -> BindParameter[Any]:
+    """`value` written into the SQL text instead of sent as a parameter.
+
+    psycopg prepares a statement run often; PostgreSQL then keeps one generic plan for it only if it
+    can see the constants that decide the plan (a status, a LIMIT). Without them it plans the
+    claim query again on every call, which cost more than running it (about 1 ms against 0.2 ms).
+    """
+    return literal(value, literal_execute=True)

@@ -142,7 +142,9 @@ class Job(Base):
         CheckConstraint(_in("status", JOB_STATUSES), name="status"),
         CheckConstraint("attempt >= 1", name="attempt"),
         UniqueConstraint("submission_id", "slot", name="uq_jobs_submission_slot"),
+        # A claim looks for queued jobs in id order, then for lapsed leases: one index each.
         Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

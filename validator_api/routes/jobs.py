@@ -1,14 +1,18 @@
-"""Evaluation job routes (validators): claim, heartbeat, result."""
+"""Evaluation job routes (validators): claim, heartbeat, result.
+
+A claim runs in the transaction of the request's nonce (`run_signed`); it is the busiest of the three.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from quasar import schemas
 from validator_api.deps import Context, RowId, SessionDep, Validator
 from validator_api.errors import error_responses
 from validator_api.services import jobs as service
+from validator_api.signed import SignedCall, run_signed
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -21,8 +25,11 @@ _SIGNED = error_responses(400, 401, 403, 413, 422, 503)
     summary="Lease the oldest job this validator may take (204 when there is none)",
     responses={204: {"description": "No job available"}, **_SIGNED},
 )
-async def claim(validator: Validator, ctx: Context, session: SessionDep) -> schemas.Job | Response:
-    job = await run_in_threadpool(service.claim, session, validator=validator.hotkey, settings=ctx.settings)
+async def claim(request: Request, ctx: Context) -> schemas.Job | Response:
+    def lease(call: SignedCall) -> schemas.Job | None:
+        return service.claim(call.connection, validator=call.hotkey, settings=ctx.settings)
+
+    job = await run_signed(request, ctx, "validator", lease)
     return Response(status_code=204) if job is None else job
 
 

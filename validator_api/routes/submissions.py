@@ -1,15 +1,18 @@
-"""Commit–reveal routes: commit (miner), reveal (the committing miner), read (anyone)."""
+"""Commit–reveal routes: commit (miner), reveal (the committing miner), read (anyone).
+
+Commit and reveal run their work in the transaction of the request's nonce (`run_signed`).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 
 from quasar import schemas
-from validator_api.deps import Context, Miner, RowId, SessionDep
+from validator_api.deps import Context, RowId, SessionDep
 from validator_api.errors import error_responses
 from validator_api.services import submissions as service
 from validator_api.services.common import submission_out
+from validator_api.signed import SignedCall, run_signed
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
 
@@ -21,18 +24,17 @@ router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
     summary="Commit sha256(domain || salt || payload) (miner)",
     responses=error_responses(400, 401, 403, 409, 413, 422, 503),
 )
-async def commit(
-    body: schemas.CommitRequest, miner: Miner, ctx: Context, session: SessionDep
-) -> schemas.CommitResponse:
-    block = await run_in_threadpool(ctx.chain.current_block)
-    return await run_in_threadpool(
-        service.commit,
-        session,
-        hotkey=miner.hotkey,
-        commitment_hash=body.commitment_hash,
-        block=block,
-        settings=ctx.settings,
-    )
+async def commit(body: schemas.CommitRequest, request: Request, ctx: Context) -> schemas.CommitResponse:
+    def record(call: SignedCall) -> schemas.CommitResponse:
+        return service.commit(
+            call.connection,
+            hotkey=call.hotkey,
+            commitment_hash=body.commitment_hash,
+            block=call.current_block,
+            settings=ctx.settings,
+        )
+
+    return await run_signed(request, ctx, "miner", record, with_block=True)
 
 
 @router.post(
@@ -42,18 +44,19 @@ async def commit(
     responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 async def reveal(
-    submission_id: RowId, body: schemas.RevealRequest, miner: Miner, ctx: Context, session: SessionDep
+    submission_id: RowId, body: schemas.RevealRequest, request: Request, ctx: Context
 ) -> schemas.Submission:
-    block = await run_in_threadpool(ctx.chain.current_block)
-    return await run_in_threadpool(
-        service.reveal,
-        session,
-        submission_id,
-        hotkey=miner.hotkey,
-        request=body,
-        block=block,
-        settings=ctx.settings,
-    )
+    def accept(call: SignedCall) -> schemas.Submission:
+        return service.reveal(
+            call.connection,
+            submission_id,
+            hotkey=call.hotkey,
+            request=body,
+            block=call.current_block,
+            settings=ctx.settings,
+        )
+
+    return await run_signed(request, ctx, "miner", accept, with_block=True)
 
 
 @router.get(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from quasar import schemas
@@ -43,7 +45,8 @@ def round_out(row: models.Round) -> schemas.Round:
     )
 
 
-def submission_out(row: models.Submission) -> schemas.Submission:
+def submission_out(row: models.Submission | Row[Any]) -> schemas.Submission:
+    """The wire shape of a submission, from an ORM object or a Core row of the whole table."""
     return schemas.Submission(
         id=row.id,
         round_id=row.round_id,

@@ -1,8 +1,8 @@
-"""Evaluation jobs: claim (oldest first, leased), heartbeat, and results that score submissions.
+"""Evaluation jobs: claim, heartbeat, and results that score submissions.
 
-Claims lock the chosen row with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent validators
-each get a different job without waiting; SQLite serialises writers (`BEGIN IMMEDIATE`) and the
-claim is a conditional UPDATE on top. `job_assignments` (unique submission + validator) makes the
+A claim takes a lapsed lease if there is one, else the oldest queued job. On PostgreSQL it locks
+the chosen row with `FOR UPDATE SKIP LOCKED`, so concurrent validators each get a different job
+without waiting; SQLite serialises every writer (`BEGIN IMMEDIATE`). `job_assignments` (unique submission + validator) makes the
 database itself refuse a second job of one submission to one validator. A lapsed lease needs no
 sweeper: a claimed job whose lease has expired is simply claimable again.
 """
@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Row, exists, select, update
 from sqlalchemy.orm import Session
 
 from quasar import schemas
 from quasar.config import Settings
 from validator_api import models
+from validator_api.db import constant, insert_unless_exists
 from validator_api.errors import ApiError
 from validator_api.models import utcnow
 from validator_api.services.common import is_postgres, median, write_transaction
@@ -29,101 +30,129 @@ log = logging.getLogger("validator_api.jobs")
 
 CLAIM_RETRIES = 5
 
-
-def _job_out(job: models.Job, sub: models.Submission, rnd: models.Round, lease_seconds: int) -> schemas.Job:
-    assert job.lease_expires_at is not None and sub.repo_url is not None and sub.commit_sha is not None
-    return schemas.Job(
-        job_id=job.id,
-        submission_id=sub.id,
-        round_id=rnd.id,
-        repo_url=sub.repo_url,
-        commit_sha=sub.commit_sha,
-        inference_url=sub.inference_url,
-        miner_hotkey=sub.hotkey,
-        target_shape=schemas.TargetShape.model_validate(rnd.target_shape),
-        attempt=job.attempt,
-        lease_expires_at=job.lease_expires_at,
-        lease_seconds=lease_seconds,
-    )
+ROUNDS = models.Round.__table__
+SUBMISSIONS = models.Submission.__table__
+JOBS = models.Job.__table__
+ASSIGNMENTS = models.JobAssignment.__table__
+RESULTS = models.Result.__table__
 
 
-def claim(session: Session, *, validator: str, settings: Settings) -> schemas.Job | None:
-    """The oldest job this validator may take, now leased to it; None when there is none."""
+def claim(connection: Connection, *, validator: str, settings: Settings) -> schemas.Job | None:
+    """The oldest job this validator may take, now leased to it; None when there is none.
+
+    Runs inside the caller's transaction (`validator_api.signed`) as Core statements: claims are
+    the busiest validator write.
+    """
     for _ in range(CLAIM_RETRIES):
         try:
-            return _claim_once(session, validator=validator, settings=settings)
-        except IntegrityError:
-            # A concurrent claim by the same validator took another job of this submission first.
-            session.rollback()
+            return _claim_once(connection, validator=validator, settings=settings)
+        except _TakenBySibling:
+            continue
     return None
 
 
-def _claim_once(session: Session, *, validator: str, settings: Settings) -> schemas.Job | None:
-    J, S, R, A, X = models.Job, models.Submission, models.Round, models.JobAssignment, models.Result
-    with write_transaction(session):
-        now = utcnow()
-        claimable = or_(J.status == "queued", and_(J.status == "claimed", J.lease_expires_at < now))
-        query = (
-            select(J)
-            .join(S, S.id == J.submission_id)
-            .join(R, R.id == S.round_id)
-            .where(
-                claimable,
-                R.status == "open",
-                S.status.in_(("revealed", "evaluating", "scored")),
-                # never a second job of one submission (a lapsed job of its own may come back)
-                ~exists().where(
-                    A.submission_id == J.submission_id, A.validator_hotkey == validator, A.job_id != J.id
-                ),
-                # never a job it already reported on (an `error` goes to someone else)
-                ~exists().where(X.job_id == J.id, X.validator_hotkey == validator),
-            )
-            .order_by(J.id)
-            .limit(1)
+class _TakenBySibling(Exception):
+    """A concurrent claim by the same validator holds another job of the candidate's submission."""
+
+
+def _candidate(connection: Connection, *, validator: str, now: datetime) -> Row[Any] | None:
+    """The job to claim: a lapsed lease first (it has waited longest), else the oldest queued job.
+
+    Two lookups rather than one query with OR: each walks its own index ((status,
+    lease_expires_at), (status, id)) straight to its first eligible row, where one OR query walks
+    the primary key past every job already claimed. Their constants are in the SQL text
+    (`constant`), so PostgreSQL plans each once.
+    """
+    J, S, R, A, X = JOBS, SUBMISSIONS, ROUNDS, ASSIGNMENTS, RESULTS
+    base = (
+        select(
+            J.c.id,
+            J.c.submission_id,
+            J.c.attempt,
+            S.c.round_id,
+            S.c.hotkey,
+            S.c.repo_url,
+            S.c.commit_sha,
+            S.c.inference_url,
+            R.c.target_shape,
         )
-        if is_postgres(session):
-            query = query.with_for_update(of=J, skip_locked=True)
-        job = session.scalars(query).first()
-        if job is None:
-            return None
-        lease_expires = now + timedelta(seconds=settings.job_lease_seconds)
-        taken = session.execute(
-            update(J)
-            .where(J.id == job.id, claimable)
-            .values(
-                status="claimed", validator_hotkey=validator, lease_expires_at=lease_expires, claimed_at=now
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
-        if not taken:
-            return None
-        has_assignment = session.scalar(
-            select(A.id).where(A.submission_id == job.submission_id, A.validator_hotkey == validator)
+        .join(S, S.c.id == J.c.submission_id)
+        .join(R, R.c.id == S.c.round_id)
+        .where(
+            R.c.status == constant("open"),
+            S.c.status.in_([constant(s) for s in ("revealed", "evaluating", "scored")]),
+            # never a second job of one submission (a lapsed job of its own may come back)
+            ~exists().where(
+                A.c.submission_id == J.c.submission_id,
+                A.c.validator_hotkey == validator,
+                A.c.job_id != J.c.id,
+            ),
+            # never a job it already reported on (an `error` goes to someone else)
+            ~exists().where(X.c.job_id == J.c.id, X.c.validator_hotkey == validator),
         )
-        if has_assignment is None:
-            session.add(A(submission_id=job.submission_id, validator_hotkey=validator, job_id=job.id))
-            session.flush()
-        session.execute(
-            update(S)
-            .where(S.id == job.submission_id, S.status == "revealed")
-            .values(status="evaluating")
-            .execution_options(synchronize_session=False)
-        )
-        session.refresh(job)
-        sub = session.get(S, job.submission_id)
-        assert sub is not None
-        session.refresh(sub)
-        rnd = session.get(R, sub.round_id)
-        assert rnd is not None
-        out = _job_out(job, sub, rnd, settings.job_lease_seconds)
-    log.info(
-        "job %s (submission %s, attempt %s) claimed by %s",
-        out.job_id,
-        out.submission_id,
-        out.attempt,
-        validator,
+        .limit(constant(1))
     )
-    return out
+    lapsed = base.where(J.c.status == constant("claimed"), J.c.lease_expires_at < now).order_by(
+        J.c.lease_expires_at
+    )
+    queued = base.where(J.c.status == constant("queued")).order_by(J.c.id)
+    for query in (lapsed, queued):
+        if connection.dialect.name == "postgresql":
+            # The row stays locked until commit, and other claims skip it instead of waiting.
+            query = query.with_for_update(of=J, skip_locked=True)
+        row = connection.execute(query).first()
+        if row is not None:
+            return row
+    return None
+
+
+def _claim_once(connection: Connection, *, validator: str, settings: Settings) -> schemas.Job | None:
+    J, S, A = JOBS, SUBMISSIONS, ASSIGNMENTS
+    now = utcnow()
+    job = _candidate(connection, validator=validator, now=now)
+    if job is None:
+        return None
+    # The unique (submission, validator) assignment is taken first: a concurrent claim by the same
+    # validator either already holds it (this attempt writes nothing and tries again) or waits.
+    inserted = connection.scalar(
+        insert_unless_exists(A, connection)
+        .values(submission_id=job.submission_id, validator_hotkey=validator, job_id=job.id)
+        .returning(A.c.job_id)
+    )
+    if inserted is None:  # already there: for this job (its own lapsed lease) or for a sibling
+        held_for = connection.scalar(
+            select(A.c.job_id).where(
+                A.c.submission_id == job.submission_id, A.c.validator_hotkey == validator
+            )
+        )
+        if held_for != job.id:
+            raise _TakenBySibling
+    lease_expires = now + timedelta(seconds=settings.job_lease_seconds)
+    # The row is locked (PostgreSQL) or every writer is serialised (SQLite), so it is still claimable.
+    connection.execute(
+        update(J)
+        .where(J.c.id == job.id)
+        .values(status="claimed", validator_hotkey=validator, lease_expires_at=lease_expires, claimed_at=now)
+    )
+    connection.execute(
+        update(S).where(S.c.id == job.submission_id, S.c.status == "revealed").values(status="evaluating")
+    )
+    log.info(
+        "job %s (submission %s, attempt %s) claimed by %s", job.id, job.submission_id, job.attempt, validator
+    )
+    return schemas.Job(
+        job_id=job.id,
+        submission_id=job.submission_id,
+        round_id=job.round_id,
+        repo_url=job.repo_url,
+        commit_sha=job.commit_sha,
+        inference_url=job.inference_url,
+        miner_hotkey=job.hotkey,
+        target_shape=schemas.TargetShape.model_validate(job.target_shape),
+        attempt=job.attempt,
+        lease_expires_at=lease_expires,
+        lease_seconds=settings.job_lease_seconds,
+    )
 
 
 def _held_job(session: Session, job_id: int, validator: str) -> models.Job:

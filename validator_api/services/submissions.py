@@ -1,27 +1,32 @@
 """Commit–reveal: record a commitment, accept its reveal inside the window, expire the unrevealed.
 
-A reveal turns a submission into EVALUATIONS_PER_SUBMISSION jobs in the same transaction. Its
-state change is a conditional UPDATE (`status = 'committed'`), so of any number of concurrent
-reveals of one commitment exactly one succeeds, on any backend and any number of replicas.
+Commit and reveal are the busiest signed writes, so they are Core statements on the connection
+whose transaction also holds the request's nonce (`validator_api.signed`), with as few round trips
+as the checks allow. A reveal turns a submission into EVALUATIONS_PER_SUBMISSION jobs in the same
+transaction. Its state change is a conditional UPDATE (`status = 'committed'`), so of any number of
+concurrent reveals of one commitment exactly one succeeds, on any backend and any number of replicas.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from quasar import commitment, schemas
 from quasar.config import Settings
 from quasar.urlpolicy import UrlNotAllowed, check_url
 from validator_api import models
+from validator_api.db import insert_unless_exists
 from validator_api.errors import ApiError
-from validator_api.services.common import is_postgres, submission_out, write_transaction
-from validator_api.services.rounds import open_round
+from validator_api.services.common import submission_out, write_transaction
 
 log = logging.getLogger("validator_api.submissions")
+
+ROUNDS = models.Round.__table__
+SUBMISSIONS = models.Submission.__table__
+JOBS = models.Job.__table__
 
 
 def get_submission(session: Session, submission_id: int) -> models.Submission:
@@ -37,18 +42,18 @@ def _duplicate_commitment() -> ApiError:
     )
 
 
-def _check_commit_limit(session: Session, *, hotkey: str, round_id: int, limit: int) -> None:
+def _check_commit_limit(connection: Connection, *, hotkey: str, round_id: int, limit: int) -> None:
     """409 `commit_limit_reached` once `hotkey` holds MAX_COMMITS_PER_ROUND commitments in the round."""
     if limit <= 0:
         return
-    if is_postgres(session):
+    if connection.dialect.name == "postgresql":
         # Serialise one hotkey's commits (not everyone's) so two concurrent commits cannot both
         # count limit-1 and pass; SQLite's BEGIN IMMEDIATE already serialises every writer.
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"commit:{hotkey}"})
-    held = session.scalar(
-        select(func.count(models.Submission.id)).where(
-            models.Submission.round_id == round_id, models.Submission.hotkey == hotkey
-        )
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"commit:{hotkey}"})
+    held = connection.scalar(
+        select(func.count())
+        .select_from(SUBMISSIONS)
+        .where(SUBMISSIONS.c.round_id == round_id, SUBMISSIONS.c.hotkey == hotkey)
     )
     if held is not None and held >= limit:
         raise ApiError(
@@ -60,48 +65,47 @@ def _check_commit_limit(session: Session, *, hotkey: str, round_id: int, limit: 
 
 
 def commit(
-    session: Session, *, hotkey: str, commitment_hash: str, block: int, settings: Settings
+    connection: Connection, *, hotkey: str, commitment_hash: str, block: int, settings: Settings
 ) -> schemas.CommitResponse:
+    """Record a commitment in the open round (run inside the caller's transaction)."""
     assert settings.blocks_until_reveal is not None and settings.reveal_window_blocks is not None
-    with write_transaction(session):
-        current = open_round(session)
-        if current is None or block >= current.end_block:
-            raise ApiError(
-                409,
-                "no_open_round",
-                "no round is open for commitments right now; check GET /v1/rounds/current and retry "
-                "when the next round opens",
-            )
-        _check_commit_limit(session, hotkey=hotkey, round_id=current.id, limit=settings.max_commits_per_round)
-        taken = session.scalar(
-            select(models.Submission.id).where(models.Submission.commitment_hash == commitment_hash)
+    current = connection.execute(
+        select(ROUNDS.c.id, ROUNDS.c.end_block).where(ROUNDS.c.status == "open")
+    ).first()
+    if current is None or block >= current.end_block:
+        raise ApiError(
+            409,
+            "no_open_round",
+            "no round is open for commitments right now; check GET /v1/rounds/current and retry "
+            "when the next round opens",
         )
-        if taken is not None:
-            raise _duplicate_commitment()
-        reveal_block = block + settings.blocks_until_reveal
-        row = models.Submission(
+    _check_commit_limit(connection, hotkey=hotkey, round_id=current.id, limit=settings.max_commits_per_round)
+    reveal_block = block + settings.blocks_until_reveal
+    reveal_deadline_block = reveal_block + settings.reveal_window_blocks
+    # The unique commitment hash decides a duplicate, concurrent ones included: no row comes back.
+    submission_id = connection.scalar(
+        insert_unless_exists(SUBMISSIONS, connection)
+        .values(
             round_id=current.id,
             hotkey=hotkey,
             commitment_hash=commitment_hash,
             status="committed",
             commit_block=block,
             reveal_block=reveal_block,
-            reveal_deadline_block=reveal_block + settings.reveal_window_blocks,
+            reveal_deadline_block=reveal_deadline_block,
         )
-        session.add(row)
-        try:
-            session.flush()
-        except IntegrityError:  # the same hash committed concurrently
-            raise _duplicate_commitment() from None
-        out = schemas.CommitResponse(
-            submission_id=row.id,
-            round_id=current.id,
-            commit_block=block,
-            reveal_block=row.reveal_block,
-            reveal_deadline_block=row.reveal_deadline_block,
-        )
-    log.info("commitment %s by %s in round %s at block %s", out.submission_id, hotkey, out.round_id, block)
-    return out
+        .returning(SUBMISSIONS.c.id)
+    )
+    if submission_id is None:
+        raise _duplicate_commitment()
+    log.info("commitment %s by %s in round %s at block %s", submission_id, hotkey, current.id, block)
+    return schemas.CommitResponse(
+        submission_id=submission_id,
+        round_id=current.id,
+        commit_block=block,
+        reveal_block=reveal_block,
+        reveal_deadline_block=reveal_deadline_block,
+    )
 
 
 def _checked_url(url: str, *, kind: str, field: str, settings: Settings) -> str:
@@ -117,7 +121,7 @@ def _checked_url(url: str, *, kind: str, field: str, settings: Settings) -> str:
 
 
 def reveal(
-    session: Session,
+    connection: Connection,
     submission_id: int,
     *,
     hotkey: str,
@@ -125,67 +129,70 @@ def reveal(
     block: int,
     settings: Settings,
 ) -> schemas.Submission:
+    """Accept the reveal of a commitment and queue its jobs (run inside the caller's transaction)."""
     payload = request.payload.model_dump(exclude_none=True)
-    with write_transaction(session):
-        sub = get_submission(session, submission_id)
-        if sub.hotkey != hotkey:
-            raise ApiError(
-                403, "not_your_submission", f"submission {submission_id} was committed by another hotkey"
-            )
-        if sub.status == "expired" or (sub.status == "committed" and block > sub.reveal_deadline_block):
-            raise ApiError(
-                409,
-                "reveal_window_closed",
-                f"the reveal window closed at block {sub.reveal_deadline_block} (now {block}); commit again",
-            )
-        if sub.status != "committed":
-            raise ApiError(
-                409, "already_revealed", f"submission {submission_id} is already revealed ({sub.status})"
-            )
-        if block < sub.reveal_block:
-            raise ApiError(
-                409,
-                "reveal_too_early",
-                f"reveal opens at block {sub.reveal_block} (now {block}); retry in "
-                f"{sub.reveal_block - block} block(s)",
-            )
-        if not commitment.matches(sub.commitment_hash, bytes.fromhex(request.salt), payload):
-            raise ApiError(
-                400,
-                "commitment_mismatch",
-                "salt and payload do not reproduce the commitment hash; reveal exactly what you committed",
-            )
-        repo_url = _checked_url(request.payload.repo_url, kind="repo", field="repo_url", settings=settings)
-        inference_url = None
-        if request.payload.inference_url is not None:
-            inference_url = _checked_url(
-                request.payload.inference_url, kind="inference", field="inference_url", settings=settings
-            )
-        won = session.execute(
-            update(models.Submission)
-            .where(models.Submission.id == submission_id, models.Submission.status == "committed")
-            .values(
-                status="revealed",
-                revealed_block=block,
-                repo_url=repo_url,
-                commit_sha=request.payload.commit_sha,
-                inference_url=inference_url,
-            )
-        ).rowcount  # type: ignore[attr-defined]
-        if not won:
-            raise ApiError(
-                409, "already_revealed", f"submission {submission_id} was revealed by a concurrent request"
-            )
-        assert settings.evaluations_per_submission is not None
-        session.add_all(
-            models.Job(submission_id=submission_id, slot=slot, status="queued", attempt=1)
-            for slot in range(settings.evaluations_per_submission)
+    sub = connection.execute(select(SUBMISSIONS).where(SUBMISSIONS.c.id == submission_id)).first()
+    if sub is None:
+        raise ApiError(404, "submission_not_found", f"no submission with id {submission_id}")
+    if sub.hotkey != hotkey:
+        raise ApiError(
+            403, "not_your_submission", f"submission {submission_id} was committed by another hotkey"
         )
-        session.flush()
-        session.refresh(sub)
-        out = submission_out(sub)
-    log.info("revealed submission %s (%s @ %s)", submission_id, out.repo_url, out.commit_sha)
-    return out
+    if sub.status == "expired" or (sub.status == "committed" and block > sub.reveal_deadline_block):
+        raise ApiError(
+            409,
+            "reveal_window_closed",
+            f"the reveal window closed at block {sub.reveal_deadline_block} (now {block}); commit again",
+        )
+    if sub.status != "committed":
+        raise ApiError(
+            409, "already_revealed", f"submission {submission_id} is already revealed ({sub.status})"
+        )
+    if block < sub.reveal_block:
+        raise ApiError(
+            409,
+            "reveal_too_early",
+            f"reveal opens at block {sub.reveal_block} (now {block}); retry in "
+            f"{sub.reveal_block - block} block(s)",
+        )
+    if not commitment.matches(sub.commitment_hash, bytes.fromhex(request.salt), payload):
+        raise ApiError(
+            400,
+            "commitment_mismatch",
+            "salt and payload do not reproduce the commitment hash; reveal exactly what you committed",
+        )
+    repo_url = _checked_url(request.payload.repo_url, kind="repo", field="repo_url", settings=settings)
+    inference_url = None
+    if request.payload.inference_url is not None:
+        inference_url = _checked_url(
+            request.payload.inference_url, kind="inference", field="inference_url", settings=settings
+        )
+    revealed = connection.execute(
+        update(SUBMISSIONS)
+        .where(SUBMISSIONS.c.id == submission_id, SUBMISSIONS.c.status == "committed")
+        .values(
+            status="revealed",
+            revealed_block=block,
+            repo_url=repo_url,
+            commit_sha=request.payload.commit_sha,
+            inference_url=inference_url,
+        )
+        .returning(*SUBMISSIONS.c)
+    ).first()
+    if revealed is None:
+        raise ApiError(
+            409, "already_revealed", f"submission {submission_id} was revealed by a concurrent request"
+        )
+    assert settings.evaluations_per_submission is not None
+    connection.execute(
+        insert(JOBS),
+        [
+            {"submission_id": submission_id, "slot": slot, "status": "queued", "attempt": 1}
+            for slot in range(settings.evaluations_per_submission)
+        ],
+    )
+    log.info("revealed submission %s (%s @ %s)", submission_id, repo_url, request.payload.commit_sha)
+    return submission_out(revealed)
 
 
 def expire_overdue(session: Session, block: int) -> int:

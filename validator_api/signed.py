@@ -1,0 +1,110 @@
+"""Signed requests, end to end: verify, record the nonce, check the role, do the work, commit.
+
+Every signed route goes through `run_signed`. It makes one hop into the thread pool and opens one
+database transaction, in this order:
+
+1. verify the btauth/1 signature and insert its nonce (a replay conflicts with the stored nonce);
+2. count the request against the per-hotkey limit, then check the caller's role on the metagraph;
+3. run the route's work under a SAVEPOINT;
+4. commit.
+
+A refusal (`ApiError`) at step 2 or 3 rolls the savepoint back and still commits the nonce, so the
+request leaves nothing behind but its nonce record, and a replay of it is refused as a replay
+(DESIGN §4). A route's body is parsed by FastAPI before the route runs, so a malformed body is
+refused (400/422) before the signature is looked at and leaves no nonce. Putting the nonce in the write's own transaction, instead of committing it first in a
+transaction of its own, is what makes a signed write cheap: one connection checkout, one commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import Request
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from quasar.signing import asgi_request_target
+from validator_api.auth import Role, Roles, authenticate
+from validator_api.context import ApiContext
+from validator_api.errors import ApiError
+from validator_api.ratelimit import FixedWindowLimiter, rate_limited
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SignedCall:
+    """What the work of a signed request gets: the caller, its transaction, and the chain block."""
+
+    roles: Roles
+    connection: Connection
+    block: int | None
+
+    @property
+    def hotkey(self) -> str:
+        return self.roles.hotkey
+
+    @property
+    def current_block(self) -> int:
+        assert self.block is not None, "run_signed(..., with_block=True) reads the block"
+        return self.block
+
+
+def _nothing(call: SignedCall) -> Roles:
+    return call.roles
+
+
+async def run_signed(
+    request: Request,
+    ctx: ApiContext,
+    role: Role,
+    work: Callable[[SignedCall], T] = _nothing,  # type: ignore[assignment]
+    *,
+    with_block: bool = False,
+) -> T:
+    """Authenticate the request as `role` and run `work` in the same transaction as its nonce."""
+    body = await request.body()
+    limiter: FixedWindowLimiter | None = getattr(request.app.state, "hotkey_limiter", None)
+    settings = ctx.settings
+
+    def in_thread() -> T:
+        ctx.require_schema()
+        # Read before a connection is held: on a real chain this may be a network round trip.
+        block = ctx.chain.current_block() if with_block else None
+        refusal: ApiError | None = None
+        with ctx.engine.connect() as connection, connection.begin():
+            hotkey = authenticate(
+                request.headers,
+                body,
+                method=request.method,
+                target=asgi_request_target(request.scope),
+                api_hotkey=ctx.api_hotkey,
+                nonce_store=ctx.nonce_store.on(connection),
+                settings=settings,
+            )
+            try:
+                # Counted after the signature verifies, so nobody can spend another hotkey's budget.
+                if limiter is not None and (wait := limiter.hit(hotkey)) is not None:
+                    raise rate_limited(wait, "hotkey", "RATE_LIMIT_PER_HOTKEY_PER_MINUTE", limiter.limit)
+                roles = _roles(ctx, hotkey, role)
+                with connection.begin_nested():
+                    result = work(SignedCall(roles, connection, block))
+            except ApiError as exc:
+                refusal = exc  # the savepoint is rolled back; the nonce commits below
+        if refusal is not None:
+            raise refusal
+        return result
+
+    return await run_in_threadpool(in_thread)
+
+
+def _roles(ctx: ApiContext, hotkey: str, role: Role) -> Roles:
+    settings = ctx.settings
+    if role == "owner" and settings.owner_hotkey and hotkey == settings.owner_hotkey:
+        # The configured owner needs no chain lookup (owner actions work while the chain is down).
+        return Roles(hotkey=hotkey, registered=True, validator=False, owner=True, uid=None)
+    roles = Roles.of(hotkey, ctx.chain.metagraph(), settings)
+    roles.require(role, settings)
+    return roles
