@@ -283,6 +283,8 @@ def main() -> None:
     )
     parser.add_argument("--skip-reads", action="store_true", help="signed writes only")
     args = parser.parse_args()
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the server and the throwaway cluster go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.port = args.port or free_port()
     args.commits = max(1, min(args.commits, 100_000))
     args.read_seconds = max(1, min(args.read_seconds, 120))

@@ -72,9 +72,8 @@ class TransactionNonceStore:
         # statement would abort the whole transaction. A concurrent insert of the same nonce waits
         # for the first transaction and then conflicts, so exactly one request can hold a nonce.
         recorded = self._connection.execute(
-            insert_unless_exists(AuthNonce.__table__, self._connection)
-            .values(hotkey=hotkey_ss58, nonce_ns=nonce_ns)
-            .returning(AuthNonce.__table__.c.id)
+            insert_unless_exists(AuthNonce.__table__, self._connection.dialect.name, "id"),
+            {"hotkey": hotkey_ss58, "nonce_ns": nonce_ns},
         ).first()
         return recorded is not None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from quasar import commitment, schemas
@@ -27,6 +27,23 @@ log = logging.getLogger("validator_api.submissions")
 ROUNDS = models.Round.__table__
 SUBMISSIONS = models.Submission.__table__
 JOBS = models.Job.__table__
+
+# The statements of commit and reveal, built once (see `insert_unless_exists`).
+_OPEN_ROUND = select(ROUNDS.c.id, ROUNDS.c.end_block).where(ROUNDS.c.status == "open")
+_SUBMISSION = select(SUBMISSIONS).where(SUBMISSIONS.c.id == bindparam("submission_id"))
+_REVEAL = (
+    update(SUBMISSIONS)
+    .where(SUBMISSIONS.c.id == bindparam("submission_id"), SUBMISSIONS.c.status == "committed")
+    .values(
+        status="revealed",
+        revealed_block=bindparam("new_revealed_block"),
+        repo_url=bindparam("new_repo_url"),
+        commit_sha=bindparam("new_commit_sha"),
+        inference_url=bindparam("new_inference_url"),
+    )
+    .returning(*SUBMISSIONS.c)
+)
+_QUEUE_JOBS = insert(JOBS)
 
 
 def get_submission(session: Session, submission_id: int) -> models.Submission:
@@ -69,9 +86,7 @@ def commit(
 ) -> schemas.CommitResponse:
     """Record a commitment in the open round (run inside the caller's transaction)."""
     assert settings.blocks_until_reveal is not None and settings.reveal_window_blocks is not None
-    current = connection.execute(
-        select(ROUNDS.c.id, ROUNDS.c.end_block).where(ROUNDS.c.status == "open")
-    ).first()
+    current = connection.execute(_OPEN_ROUND).first()
     if current is None or block >= current.end_block:
         raise ApiError(
             409,
@@ -84,17 +99,16 @@ def commit(
     reveal_deadline_block = reveal_block + settings.reveal_window_blocks
     # The unique commitment hash decides a duplicate, concurrent ones included: no row comes back.
     submission_id = connection.scalar(
-        insert_unless_exists(SUBMISSIONS, connection)
-        .values(
-            round_id=current.id,
-            hotkey=hotkey,
-            commitment_hash=commitment_hash,
-            status="committed",
-            commit_block=block,
-            reveal_block=reveal_block,
-            reveal_deadline_block=reveal_deadline_block,
-        )
-        .returning(SUBMISSIONS.c.id)
+        insert_unless_exists(SUBMISSIONS, connection.dialect.name, "id"),
+        {
+            "round_id": current.id,
+            "hotkey": hotkey,
+            "commitment_hash": commitment_hash,
+            "status": "committed",
+            "commit_block": block,
+            "reveal_block": reveal_block,
+            "reveal_deadline_block": reveal_deadline_block,
+        },
     )
     if submission_id is None:
         raise _duplicate_commitment()
@@ -131,7 +145,7 @@ def reveal(
 ) -> schemas.Submission:
     """Accept the reveal of a commitment and queue its jobs (run inside the caller's transaction)."""
     payload = request.payload.model_dump(exclude_none=True)
-    sub = connection.execute(select(SUBMISSIONS).where(SUBMISSIONS.c.id == submission_id)).first()
+    sub = connection.execute(_SUBMISSION, {"submission_id": submission_id}).first()
     if sub is None:
         raise ApiError(404, "submission_not_found", f"no submission with id {submission_id}")
     if sub.hotkey != hotkey:
@@ -168,16 +182,14 @@ def reveal(
             request.payload.inference_url, kind="inference", field="inference_url", settings=settings
         )
     revealed = connection.execute(
-        update(SUBMISSIONS)
-        .where(SUBMISSIONS.c.id == submission_id, SUBMISSIONS.c.status == "committed")
-        .values(
-            status="revealed",
-            revealed_block=block,
-            repo_url=repo_url,
-            commit_sha=request.payload.commit_sha,
-            inference_url=inference_url,
-        )
-        .returning(*SUBMISSIONS.c)
+        _REVEAL,
+        {
+            "submission_id": submission_id,
+            "new_revealed_block": block,
+            "new_repo_url": repo_url,
+            "new_commit_sha": request.payload.commit_sha,
+            "new_inference_url": inference_url,
+        },
     ).first()
     if revealed is None:
         raise ApiError(
@@ -185,7 +197,7 @@ def reveal(
         )
     assert settings.evaluations_per_submission is not None
     connection.execute(
-        insert(JOBS),
+        _QUEUE_JOBS,
         [
             {"submission_id": submission_id, "slot": slot, "status": "queued", "attempt": 1}
             for slot in range(settings.evaluations_per_submission)
