@@ -74,3 +74,31 @@ def test_ten_validators_five_jobs_and_lapsed_lease(start_api, backend: str) -> N
     # It can go on with another lapsed job (oldest first), never the one now leased again.
     back = api.call(old, "POST", "/v1/jobs/claim")
     assert back.status_code == 200 and back.json()["job_id"] in holders and back.json()["job_id"] != job_id
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_validator_claiming_concurrently_gets_one_job_per_submission(start_api, backend: str) -> None:  # type: ignore[no-untyped-def]
+    api: ApiServer = start_api(backend, miners=2, evaluations_per_submission=3)
+    api.new_round()
+    submissions = {api.commit_and_reveal(miner)["id"] for miner in api.miners}
+    validator = api.validators[0]
+    base_nonce = time.time_ns()
+
+    def claim(i: int) -> tuple[int, int | None]:
+        response = api.call(validator, "POST", "/v1/jobs/claim", nonce_ns=base_nonce + i)
+        return response.status_code, response.json()["submission_id"] if response.status_code == 200 else None
+
+    # Six claims at once race for six jobs; the validator may hold only one job of each submission.
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(claim, range(6)))
+    claimed = [sub for status, sub in outcomes if status == 200]
+    assert sorted(claimed) == sorted(submissions), outcomes
+    assert [status for status, _ in outcomes].count(204) == 4, outcomes
+    with api.engine.connect() as conn:
+        from sqlalchemy import text
+
+        held = conn.execute(
+            text("SELECT submission_id, COUNT(*) FROM jobs WHERE validator_hotkey = :v GROUP BY submission_id"),
+            {"v": validator.ss58_address},
+        ).all()
+    assert sorted(held) == sorted((sub, 1) for sub in submissions)
