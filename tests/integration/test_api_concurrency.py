@@ -98,7 +98,9 @@ def test_one_validator_claiming_concurrently_gets_one_job_per_submission(start_a
         from sqlalchemy import text
 
         held = conn.execute(
-            text("SELECT submission_id, COUNT(*) FROM jobs WHERE validator_hotkey = :v GROUP BY submission_id"),
+            text(
+                "SELECT submission_id, COUNT(*) FROM jobs WHERE validator_hotkey = :v GROUP BY submission_id"
+            ),
             {"v": validator.ss58_address},
         ).all()
     assert sorted(held) == sorted((sub, 1) for sub in submissions)
