@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, delete
 
 from quasar.chain import Metagraph
 from quasar.config import Settings
-from quasar.signing import AuthError, auth_error_code, verify_request
+from quasar.signing import AuthError, NonceStore, auth_error_code, verify_request
 from validator_api.db import insert_unless_exists
 from validator_api.errors import ApiError
 from validator_api.models import AuthNonce
@@ -94,7 +94,7 @@ def authenticate(
     method: str,
     target: str,
     api_hotkey: str,
-    nonce_store: TransactionNonceStore | DatabaseNonceStore,
+    nonce_store: NonceStore,
     settings: Settings,
 ) -> str:
     """The verified sender hotkey, or ApiError 401 with the stable code of the failure."""

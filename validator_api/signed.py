@@ -5,14 +5,16 @@ database transaction, in this order:
 
 1. verify the btauth/1 signature and insert its nonce (a replay conflicts with the stored nonce);
 2. count the request against the per-hotkey limit, then check the caller's role on the metagraph;
-3. run the route's work under a SAVEPOINT;
-4. commit.
+3. read the chain's block, for routes that need it;
+4. run the route's work under a SAVEPOINT;
+5. commit.
 
-A refusal (`ApiError`) at step 2 or 3 rolls the savepoint back and still commits the nonce, so the
+A refusal (`ApiError`) at steps 2 to 4 rolls the savepoint back and still commits the nonce, so the
 request leaves nothing behind but its nonce record, and a replay of it is refused as a replay
 (DESIGN §4). A route's body is parsed by FastAPI before the route runs, so a malformed body is
-refused (400/422) before the signature is looked at and leaves no nonce. Putting the nonce in the write's own transaction, instead of committing it first in a
-transaction of its own, is what makes a signed write cheap: one connection checkout, one commit.
+refused (400/422) before the signature is looked at and leaves no nonce. Putting the nonce in the
+write's own transaction, instead of committing it first in a transaction of its own, is what makes
+a signed write cheap: one connection checkout, one commit.
 """
 
 from __future__ import annotations
@@ -71,8 +73,6 @@ async def run_signed(
 
     def in_thread() -> T:
         ctx.require_schema()
-        # Read before a connection is held: on a real chain this may be a network round trip.
-        block = ctx.chain.current_block() if with_block else None
         refusal: ApiError | None = None
         with ctx.engine.connect() as connection, connection.begin():
             hotkey = authenticate(
@@ -89,6 +89,8 @@ async def run_signed(
                 if limiter is not None and (wait := limiter.hit(hotkey)) is not None:
                     raise rate_limited(wait, "hotkey", "RATE_LIMIT_PER_HOTKEY_PER_MINUTE", limiter.limit)
                 roles = _roles(ctx, hotkey, role)
+                # Read for a verified caller only, so a stranger's request never reaches the chain.
+                block = ctx.chain.current_block() if with_block else None
                 with connection.begin_nested():
                     result = work(SignedCall(roles, connection, block))
             except ApiError as exc:

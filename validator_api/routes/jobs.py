@@ -22,7 +22,7 @@ _SIGNED = error_responses(400, 401, 403, 413, 422, 503)
 @router.post(
     "/claim",
     response_model=schemas.Job,
-    summary="Lease the oldest job this validator may take (204 when there is none)",
+    summary="Lease a lapsed job, else the oldest queued one, that this validator may take (204: none)",
     responses={204: {"description": "No job available"}, **_SIGNED},
 )
 async def claim(request: Request, ctx: Context) -> schemas.Job | Response:

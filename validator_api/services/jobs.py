@@ -2,8 +2,9 @@
 
 A claim takes a lapsed lease if there is one, else the oldest queued job. On PostgreSQL it locks
 the chosen row with `FOR UPDATE SKIP LOCKED`, so concurrent validators each get a different job
-without waiting; SQLite serialises every writer (`BEGIN IMMEDIATE`). `job_assignments` (unique submission + validator) makes the
-database itself refuse a second job of one submission to one validator. A lapsed lease needs no
+without waiting; SQLite serialises every writer (`BEGIN IMMEDIATE`). `job_assignments` (unique
+submission + validator) makes the database itself refuse a second job of one submission to one
+validator. A lapsed lease needs no
 sweeper: a claimed job whose lease has expired is simply claimable again.
 """
 
@@ -39,7 +40,7 @@ RESULTS = models.Result.__table__
 
 
 def claim(connection: Connection, *, validator: str, settings: Settings) -> schemas.Job | None:
-    """The oldest job this validator may take, now leased to it; None when there is none.
+    """The next job this validator may take (`_candidate_queries`), now leased to it; None if none.
 
     Runs inside the caller's transaction (`validator_api.signed`) as Core statements: claims are
     the busiest validator write.
