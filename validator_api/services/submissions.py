@@ -46,10 +46,14 @@ _REVEAL = (
 _QUEUE_JOBS = insert(JOBS)
 
 
+def _not_found(submission_id: int) -> ApiError:
+    return ApiError(404, "submission_not_found", f"no submission with id {submission_id}")
+
+
 def get_submission(session: Session, submission_id: int) -> models.Submission:
     row = session.get(models.Submission, submission_id)
     if row is None:
-        raise ApiError(404, "submission_not_found", f"no submission with id {submission_id}")
+        raise _not_found(submission_id)
     return row
 
 
@@ -147,7 +151,7 @@ def reveal(
     payload = request.payload.model_dump(exclude_none=True)
     sub = connection.execute(_SUBMISSION, {"submission_id": submission_id}).first()
     if sub is None:
-        raise ApiError(404, "submission_not_found", f"no submission with id {submission_id}")
+        raise _not_found(submission_id)
     if sub.hotkey != hotkey:
         raise ApiError(
             403, "not_your_submission", f"submission {submission_id} was committed by another hotkey"
