@@ -46,11 +46,6 @@ class DatabaseNonceStore:
         """A `bittensor.http_auth.NonceStore` that records into `connection`'s open transaction."""
         return TransactionNonceStore(connection, self.retention)
 
-    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        """Record a nonce in a transaction of its own (False if it was already recorded)."""
-        with self._engine.begin() as connection:
-            return self.on(connection).check_and_store(hotkey_ss58, nonce_ns)
-
     def prune(self, now_ns: int | None = None) -> int:
         """Delete nonces older than the retention window (already refused as stale); returns how many."""
         now_ns = time.time_ns() if now_ns is None else now_ns

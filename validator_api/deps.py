@@ -1,7 +1,6 @@
 """FastAPI dependencies: settings, the API context, a database session, and the caller's identity.
 
-Signed routes depend on `Miner`, `Validator` or `Owner`, which run `validator_api.signed.run_signed`
-without work: verify the btauth/1 signature, record the nonce, check the role. The busiest writes
+Signed routes depend on `Miner`, `Validator` or `Owner`, which run `validator_api.signed.verify_signed`: verify the btauth/1 signature, record the nonce, check the role. The busiest writes
 (commit, reveal, claim) call `run_signed` themselves, so their work shares the nonce's transaction.
 """
 
@@ -17,7 +16,7 @@ from quasar.config import Settings
 from validator_api.auth import Role, Roles
 from validator_api.context import ApiContext
 from validator_api.errors import ApiError
-from validator_api.signed import run_signed
+from validator_api.signed import verify_signed
 
 # Database ids are 32-bit integers; anything outside is refused as invalid rather than overflowing.
 MAX_ID = 2_147_483_647
@@ -54,7 +53,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def _role_dependency(role: Role):  # type: ignore[no-untyped-def]
     async def require(request: Request, ctx: Context) -> Roles:
         # The nonce commits on its own here; routes with hot writes call run_signed with their work.
-        return await run_signed(request, ctx, role)
+        return await verify_signed(request, ctx, role)
 
     return require
 

@@ -214,3 +214,11 @@ class AuthNonce(Base):
     hotkey: Mapped[str] = mapped_column(String(64))
     nonce_ns: Mapped[int] = mapped_column(BigInteger, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The tables themselves, for the Core statements of the busiest writes (services/submissions.py, jobs.py).
+ROUNDS = Round.__table__
+SUBMISSIONS = Submission.__table__
+JOBS = Job.__table__
+ASSIGNMENTS = JobAssignment.__table__
+RESULTS = Result.__table__

@@ -1,6 +1,7 @@
 """Signed requests, end to end: verify, record the nonce, check the role, do the work, commit.
 
-Every signed route goes through `run_signed`. It makes one hop into the thread pool and opens one
+Every signed route goes through `run_signed`, or `verify_signed` when its work happens afterwards in
+a session of its own (steps 1 and 2 only). Either makes one hop into the thread pool and opens one
 database transaction, in this order:
 
 1. verify the btauth/1 signature and insert its nonce (a replay conflicts with the stored nonce);
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from sqlalchemy import Connection
@@ -54,24 +55,31 @@ class SignedCall:
         return self.block
 
 
-def _nothing(call: SignedCall) -> Roles:
-    return call.roles
-
-
 async def run_signed(
     request: Request,
     ctx: ApiContext,
     role: Role,
-    work: Callable[[SignedCall], T] = _nothing,  # type: ignore[assignment]
+    work: Callable[[SignedCall], T],
     *,
     with_block: bool = False,
 ) -> T:
     """Authenticate the request as `role` and run `work` in the same transaction as its nonce."""
+    return await _signed(request, ctx, role, work, with_block=with_block)
+
+
+async def verify_signed(request: Request, ctx: ApiContext, role: Role) -> Roles:
+    """Authenticate the request as `role`; its nonce commits alone (for routes that write elsewhere)."""
+    return await _signed(request, ctx, role, None, with_block=False)
+
+
+async def _signed(
+    request: Request, ctx: ApiContext, role: Role, work: Callable[[SignedCall], T] | None, *, with_block: bool
+) -> Any:
     body = await request.body()
     limiter: FixedWindowLimiter | None = getattr(request.app.state, "hotkey_limiter", None)
     settings = ctx.settings
 
-    def in_thread() -> T:
+    def in_thread() -> Any:
         ctx.require_schema()
         refusal: ApiError | None = None
         with ctx.engine.connect() as connection, connection.begin():
@@ -89,6 +97,8 @@ async def run_signed(
                 if limiter is not None and (wait := limiter.hit(hotkey)) is not None:
                     raise rate_limited(wait, "hotkey", "RATE_LIMIT_PER_HOTKEY_PER_MINUTE", limiter.limit)
                 roles = _roles(ctx, hotkey, role)
+                if work is None:
+                    return roles  # nothing written but the nonce, so no savepoint is needed
                 # Read for a verified caller only, so a stranger's request never reaches the chain.
                 block = ctx.chain.current_block() if with_block else None
                 with connection.begin_nested():

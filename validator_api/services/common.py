@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
 
 from quasar import schemas
@@ -23,8 +23,9 @@ def write_transaction(session: Session) -> Iterator[None]:
         yield
 
 
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+def is_postgres(db: Session | Connection) -> bool:
+    bind = db if isinstance(db, Connection) else db.get_bind()
+    return bind.dialect.name == "postgresql"
 
 
 def median(values: Iterable[float | None]) -> float | None:

@@ -4,8 +4,8 @@ A claim takes a lapsed lease if there is one, else the oldest queued job. On Pos
 the chosen row with `FOR UPDATE SKIP LOCKED`, so concurrent validators each get a different job
 without waiting; SQLite serialises every writer (`BEGIN IMMEDIATE`). `job_assignments` (unique
 submission + validator) makes the database itself refuse a second job of one submission to one
-validator. A lapsed lease needs no
-sweeper: a claimed job whose lease has expired is simply claimable again.
+validator. A lapsed lease needs no sweeper: a claimed job whose lease has expired is simply
+claimable again.
 """
 
 from __future__ import annotations
@@ -25,18 +25,12 @@ from quasar.config import Settings
 from validator_api import models
 from validator_api.db import constant, insert_unless_exists
 from validator_api.errors import ApiError
-from validator_api.models import utcnow
+from validator_api.models import ASSIGNMENTS, JOBS, RESULTS, ROUNDS, SUBMISSIONS, utcnow
 from validator_api.services.common import is_postgres, median, write_transaction
 
 log = logging.getLogger("validator_api.jobs")
 
 CLAIM_RETRIES = 5
-
-ROUNDS = models.Round.__table__
-SUBMISSIONS = models.Submission.__table__
-JOBS = models.Job.__table__
-ASSIGNMENTS = models.JobAssignment.__table__
-RESULTS = models.Result.__table__
 
 
 def claim(connection: Connection, *, validator: str, settings: Settings) -> schemas.Job | None:

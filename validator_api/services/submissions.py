@@ -20,13 +20,10 @@ from quasar.urlpolicy import UrlNotAllowed, check_url
 from validator_api import models
 from validator_api.db import insert_unless_exists
 from validator_api.errors import ApiError
-from validator_api.services.common import submission_out, write_transaction
+from validator_api.models import JOBS, ROUNDS, SUBMISSIONS
+from validator_api.services.common import is_postgres, submission_out, write_transaction
 
 log = logging.getLogger("validator_api.submissions")
-
-ROUNDS = models.Round.__table__
-SUBMISSIONS = models.Submission.__table__
-JOBS = models.Job.__table__
 
 # The statements of commit and reveal, built once (see `insert_unless_exists`).
 _OPEN_ROUND = select(ROUNDS.c.id, ROUNDS.c.end_block).where(ROUNDS.c.status == "open")
@@ -67,7 +64,7 @@ def _check_commit_limit(connection: Connection, *, hotkey: str, round_id: int, l
     """409 `commit_limit_reached` once `hotkey` holds MAX_COMMITS_PER_ROUND commitments in the round."""
     if limit <= 0:
         return
-    if connection.dialect.name == "postgresql":
+    if is_postgres(connection):
         # Serialise one hotkey's commits (not everyone's) so two concurrent commits cannot both
         # count limit-1 and pass; SQLite's BEGIN IMMEDIATE already serialises every writer.
         connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"commit:{hotkey}"})
