@@ -32,6 +32,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "auto_rounds": True,
         "min_validator_stake": 0.0,
         "weights_interval_blocks": 20,
+        "sandbox_require": "namespaces",
     },
     "chain": {
         "block_time_seconds": 12.0,
@@ -42,6 +43,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "auto_rounds": True,
         "min_validator_stake": 1000.0,
         "weights_interval_blocks": 360,
+        "sandbox_require": "bwrap",
     },
 }
 
@@ -160,7 +162,15 @@ class Settings(BaseSettings):
         "(default: on with the embedded chain, off otherwise).",
     )
     quasar_allow_unsandboxed: bool = Field(
-        False, description="Run miner code without a sandbox. Never implied by development mode."
+        False,
+        description="Let SANDBOX_REQUIRE=none run miner code without a sandbox where none works (never as root). "
+        "Never implied by development mode.",
+    )
+    sandbox_require: Literal["bwrap", "namespaces", "none"] | None = Field(
+        None,
+        description="Isolation a run must get, else the validator claims nothing: 'bwrap' (bubblewrap; default "
+        "on a real chain), 'namespaces' (bubblewrap, or the walls a root validator builds with unshare; "
+        "default on the embedded chain) or 'none' (with QUASAR_ALLOW_UNSANDBOXED, never as root).",
     )
 
     # --- evaluation sandbox --------------------------------------------------------------------

@@ -40,8 +40,6 @@ def evaluate_command(
     from quasar.config import get_settings
 
     from .evaluate import EvaluationOptions, evaluate
-    from .fetch import FetchLimits
-    from .sandbox import SandboxLimits
 
     err = Console(stderr=True)
     logging.basicConfig(
@@ -56,19 +54,17 @@ def evaluate_command(
     if device_type not in ("cpu", "cuda") or (index and not index.isdigit()):
         err.print(f"[red]error:[/] --device must be cpu, cuda or cuda:N, not {device!r}")
         raise typer.Exit(EXIT_ERROR)
-    options = EvaluationOptions(
-        device=device_type, gpu_index=(int(index or 0) if device_type == "cuda" else None), seed=seed, quick=quick,
-        dev_mode=settings.dev_mode, allowed_hosts=list(settings.allowed_repo_hosts),
-        allow_unsandboxed=settings.quasar_allow_unsandboxed, cgroup_parent=settings.sandbox_cgroup_parent,
-        limits=SandboxLimits(
-            wall_s=settings.evaluation_timeout_seconds, memory_bytes=settings.sandbox_memory_mb * 2**20,
-            max_pids=settings.sandbox_max_pids,
-        ),
-        fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds),
-    )  # fmt: skip
+    options = EvaluationOptions.from_settings(
+        settings,
+        device=device_type,
+        gpu_index=(int(index or 0) if device_type == "cuda" else None),
+        seed=seed,
+        quick=quick,
+    )
     if settings.quasar_allow_unsandboxed:
         err.print(
-            "[bold red]WARNING:[/] QUASAR_ALLOW_UNSANDBOXED is set: without a namespace tool, miner code runs unisolated"
+            "[bold red]WARNING:[/] QUASAR_ALLOW_UNSANDBOXED is set: with SANDBOX_REQUIRE=none and no working "
+            "sandbox, miner code runs unisolated"
         )
     report = evaluate(repo_url, commit, options)
     for warning in report.warnings:

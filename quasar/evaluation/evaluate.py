@@ -32,9 +32,9 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quasar.bench.schema import (
     REASON_BAD_RETURN,
@@ -50,7 +50,10 @@ from quasar.bench.schema import (
 )
 
 from .fetch import FetchError, FetchLimits, fetch_submission
-from .sandbox import Sandbox, SandboxLimits, SandboxProcess, SandboxResult, SandboxUnavailable
+from .sandbox import Requirement, Sandbox, SandboxLimits, SandboxProcess, SandboxResult, SandboxUnavailable
+
+if TYPE_CHECKING:
+    from quasar.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ class EvaluationOptions:
     quick: bool = False
     dev_mode: bool = False
     allowed_hosts: list[str] = field(default_factory=lambda: ["github.com"])
+    #: The isolation a run must get (``SANDBOX_REQUIRE``); see ``sandbox.detect``.
+    sandbox_require: Requirement = "namespaces"
     allow_unsandboxed: bool = False
     cgroup_parent: str | None = None
     limits: SandboxLimits = field(default_factory=SandboxLimits)
@@ -97,6 +102,23 @@ class EvaluationOptions:
     runs: int | None = None
     warmup: int | None = None
     work_dir: str | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, device: str = "cpu", gpu_index: int | None = None, **overrides: Any
+    ) -> EvaluationOptions:
+        """The options a validator (and ``quasar evaluate``) evaluates with, from the settings."""
+        options = cls(
+            device=device, gpu_index=gpu_index, quick=settings.evaluation_quick, dev_mode=settings.dev_mode,
+            allowed_hosts=list(settings.allowed_repo_hosts), sandbox_require=settings.sandbox_require,
+            allow_unsandboxed=settings.quasar_allow_unsandboxed, cgroup_parent=settings.sandbox_cgroup_parent,
+            limits=SandboxLimits(
+                wall_s=settings.evaluation_timeout_seconds, memory_bytes=settings.sandbox_memory_mb * 2**20,
+                max_pids=settings.sandbox_max_pids,
+            ),
+            fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds),
+        )  # fmt: skip
+        return replace(options, **overrides)
 
 
 @dataclass
@@ -300,12 +322,12 @@ class _Evaluation:
     ):
         self.o, self.report, self.repo, self.work, self.seed = options, report, repo, work, seed
         self.sandbox = Sandbox(
-            options.limits, allow_unsandboxed=options.allow_unsandboxed, cgroup_parent=options.cgroup_parent,
+            options.limits, require=options.sandbox_require, allow_unsandboxed=options.allow_unsandboxed,
+            cgroup_parent=options.cgroup_parent,
             gpu_index=options.gpu_index,
         )  # fmt: skip
         report.sandbox = self.sandbox.mechanisms.describe()
         report.warnings = list(self.sandbox.mechanisms.warnings)
-        self.sandbox.own_run_dir(work)
         cuda = report.device_type == "cuda"
         self.runs = options.runs or ((20 if options.quick else 50) if cuda else (5 if options.quick else 10))
         self.warmup = options.warmup if options.warmup is not None else (5 if cuda else 1)
@@ -459,6 +481,10 @@ class _Evaluation:
         except (_Gone, _Stop) as exc:
             result = self.worker.process.finish(kill=True)
             self._absorb(result)
+            if result.walls_failed(self.report.sandbox):
+                # Before the submission's code is imported, only our walls can fail like this.
+                raise _Stop(VERDICT_ERROR, REASON_SANDBOX_UNAVAILABLE, "the sandbox could not be built: "
+                            f"{self.report.log_tail[-1500:]}") from None  # fmt: skip
             raise _Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"the sandboxed worker failed to start: {exc}; "
                         f"{self.report.log_tail[-1500:]}") from None  # fmt: skip
         if op != "ping" and not reply.get("ok"):

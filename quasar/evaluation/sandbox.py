@@ -1,27 +1,32 @@
 """Run one untrusted command: no network, scrubbed environment, one writable dir, hard limits.
 
-DESIGN §3: miner code runs only here. A run gets, from the first mechanism available:
+DESIGN §3: miner code runs only here, and never as root. A run gets:
 
-* **namespaces**: bubblewrap (``bwrap``) with new network, PID, IPC, UTS and mount namespaces, an
-  empty root where only the interpreter, the Python packages, a few files of /etc, /usr and the run's
-  own directories are mounted (read-only, except the scratch dir), a private size-limited /tmp,
-  ``--die-with-parent`` and ``--new-session``, all capabilities dropped; else ``unshare --net``
-  (network only: the file system and /tmp are shared, so the unprivileged user matters more). With
-  neither, runs are refused unless ``allow_unsandboxed`` (QUASAR_ALLOW_UNSANDBOXED) is set, and then
-  every run logs a warning and carries it in ``SandboxResult.warnings``.
-* **process and memory caps**: a cgroup (``pids.max``, ``memory.max``; see ``cgroup``). Without a
-  writable cgroup, a root validator runs the command as ``nobody`` (``setpriv``) so that RLIMIT_NPROC
-  applies (root ignores RLIMIT_NPROC), and on CPU RLIMIT_AS caps memory (not on GPU: CUDA reserves
-  address space far beyond what it uses).
+* **walls** (namespaces), from the first that works here:
+
+  - ``bwrap``: bubblewrap with new network, PID, IPC, UTS, cgroup and mount namespaces;
+  - ``unshare``: where bubblewrap fails (a container's seccomp profile, AppArmor) and the validator is
+    root, the same walls built by ``walls`` (``unshare`` + ``pivot_root``, then root is dropped).
+
+  Both get the same ``Layout``: an empty root where only the interpreter, the Python packages, a few
+  files of /etc, /usr, a read-only /sys and the run's own directories are mounted (read-only, except
+  the scratch dir), a private size-limited /tmp, a /dev with only the evaluation's GPU, a /proc of
+  the new PID namespace. The command runs as uid/gid 65534 when the validator is root, with no
+  capabilities, ``no_new_privs``, and the ``seccomp`` filter that refuses new user namespaces.
+  With neither, a run is refused unless the operator required ``none`` and allowed it
+  (``SANDBOX_REQUIRE=none`` with ``QUASAR_ALLOW_UNSANDBOXED``), and never as root.
+* **a requirement** (``SANDBOX_REQUIRE``): ``bwrap``, ``namespaces`` (either walls) or ``none``.
+  :func:`detect` probes by running a real command through the real walls (retried once, every
+  failure logged with its command and stderr) and raises :class:`SandboxUnavailable`, naming the
+  failing step, its stderr and the fix, when the requirement is not met.
+* **process and memory caps**: a cgroup (``pids.max``, ``memory.max``; see ``cgroup``); without a
+  writable one, RLIMIT_NPROC for the unprivileged user and, on CPU, RLIMIT_AS.
 * **rlimits** (``preexec_fn``): CPU seconds, file size, open files, no core dumps.
-* **an unprivileged user**: as root with bwrap the command drops to uid/gid 65534 inside, so even
-  a file system mounted writable by mistake is not writable by it.
-* **a wall-clock timeout** that kills everything: bwrap's process group and, with a cgroup, every
-  process in it (a process that called ``setsid`` is still in the cgroup).
+* **a wall-clock timeout** that kills everything: the wrapper's process group (its PID namespace
+  dies with it) and, with a cgroup, every process in it.
 * **capped output**: stdout and stderr are drained continuously; only the last ``output_bytes``
   are kept. The scratch dir is measured twice a second and the run killed past ``scratch_bytes``.
-* **one GPU**: ``CUDA_VISIBLE_DEVICES`` names one device, and under bwrap only that device node is
-  mounted.
+* **one GPU**: ``CUDA_VISIBLE_DEVICES`` names one device, and only that device's node is mounted.
 
 The parent talks to the command over the pipes it passes (``pass_fds``); see ``worker``.
 """
@@ -29,6 +34,8 @@ The parent talks to the command over the pipes it passes (``pass_fds``); see ``w
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import logging
 import os
 import resource
@@ -36,31 +43,49 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from . import cgroup as cgroups
+from . import seccomp
 
 log = logging.getLogger(__name__)
 
 #: uid/gid the command runs as when the validator is root (Debian's ``nobody``/``nogroup``).
 UNPRIVILEGED_ID = 65534
-#: Where the run's directories appear inside bwrap.
+#: Where the run's directories appear inside the walls.
 SANDBOX_DIR = "/sandbox"
-#: Files of /etc that Python, torch and triton read; nothing else of /etc is visible under bwrap.
+#: Files of /etc that Python, torch and triton read; nothing else of /etc is visible inside.
 _ETC_FILES = (
     "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/nsswitch.conf", "/etc/passwd",
     "/etc/group", "/etc/localtime", "/etc/hosts", "/etc/alternatives",
 )  # fmt: skip
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/opt/conda")
 
+Requirement = Literal["bwrap", "namespaces", "none"]
+REQUIREMENTS: tuple[str, ...] = ("bwrap", "namespaces", "none")
+
+#: How to get each kind of walls, for the messages of a failed probe.
+_FIX_CONTAINER = (
+    "in Docker, run the validator with --cap-add SYS_ADMIN --security-opt apparmor=unconfined "
+    "(or --security-opt seccomp=unconfined as well, or --privileged)"
+)
+_FIX_BWRAP = (
+    "install bubblewrap (apt-get install bubblewrap); " + _FIX_CONTAINER + "; where AppArmor restricts user "
+    "namespaces (Ubuntu 23.10+), sysctl kernel.apparmor_restrict_unprivileged_userns=0"
+)
+_FIX_UNSHARE = (
+    "run the validator as root with CAP_SYS_ADMIN (util-linux's unshare on the PATH); " + _FIX_CONTAINER
+)
+
 
 class SandboxUnavailable(RuntimeError):
-    """No sandbox can be built here; the message says how to get one (or the insecure override)."""
+    """The required isolation cannot be built here; the message names the failing step and the fix."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +109,7 @@ class SandboxLimits:
 
 @dataclass
 class Mechanisms:
-    """What isolates runs on this machine; ``describe()`` is logged and reported with each result."""
+    """What isolates runs on this machine; ``describe()`` is logged and posted with each result."""
 
     namespaces: str  # "bwrap", "unshare" or "none"
     cgroup: str | None  # "v2", "v1" or None
@@ -93,85 +118,268 @@ class Mechanisms:
     warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        parts = [self.namespaces if self.namespaces != "none" else "NO NAMESPACES"]
+        parts = [{"bwrap": "bwrap", "unshare": "unshare walls", "none": "NO SANDBOX"}[self.namespaces]]
         parts.append(f"cgroup {self.cgroup}" if self.cgroup else "no cgroup")
         if self.unprivileged_user:
             parts.append(f"uid {UNPRIVILEGED_ID}")
+        if self.namespaces != "none":
+            parts.append("seccomp")
         return ", ".join(parts)
 
 
-@cache
-def _bwrap_works() -> bool:
-    if shutil.which("bwrap") is None:
-        return False
-    probe = [
-        "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
-        "--unshare-pid", "--die-with-parent", "--", "true",
+# --- the layout both walls get ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mount:
+    """One entry of the layout: ``ro``/``rw`` bind ``src`` at ``dst``, a ``dir``, a ``tmpfs``, a ``dev`` node."""
+
+    kind: Literal["ro", "rw", "dir", "tmpfs", "dev"]
+    dst: str
+    src: str | None = None
+    mode: int = 0o755
+    size: int | None = None
+
+
+def _python_paths() -> list[str]:
+    """Directories the interpreter and its packages live in (mounted read-only inside)."""
+    import quasar
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    # Only the ``quasar`` package itself: an editable install would otherwise expose the whole
+    # checkout (with its .env) through its parent directory.
+    paths.add(os.path.dirname(os.path.realpath(quasar.__file__)))
+    for entry in sys.path:
+        if entry and os.path.isabs(entry) and os.path.exists(entry) and "site-packages" in entry:
+            paths.add(os.path.realpath(entry))
+    ordered = sorted(p for p in paths if p and os.path.exists(p))
+    # A path already under another mounted path needs no mount of its own.
+    return [p for p in ordered if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in ordered)]
+
+
+def _gpu_device_nodes(gpu_index: int) -> list[str]:
+    names = [f"/dev/nvidia{gpu_index}", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+    names += ["/dev/nvidia-modeset", "/dev/nvidia-caps"]
+    return [n for n in names if os.path.exists(n)]
+
+
+def layout(scratch: Path, ro: Mapping[str, Path], *, gpu_index: int | None, tmp_bytes: int) -> list[Mount]:
+    """Everything a sandboxed command sees of the file system (besides /dev and /proc)."""
+    mounts = [Mount("ro", p, p) for p in (*_SYSTEM_DIRS, *_ETC_FILES) if os.path.lexists(p)]
+    # CPU topology for torch/OpenMP, and the GPU's PCI information for the CUDA driver.
+    if os.path.isdir("/sys"):
+        mounts.append(Mount("ro", "/sys", "/sys"))
+    python_paths = _python_paths()
+    # Mount points' parents are made world-traversable (the host's /root is 0700), or the
+    # unprivileged user could not reach the interpreter below them.
+    parents = sorted({str(a) for p in python_paths for a in Path(p).parents if str(a) != "/"})
+    mounts += [
+        Mount("dir", d) for d in parents if not any(d == s or d.startswith(s + "/") for s in _SYSTEM_DIRS)
+    ]
+    mounts += [Mount("ro", p, p) for p in python_paths]
+    if gpu_index is not None:
+        mounts += [Mount("dev", node, node) for node in _gpu_device_nodes(gpu_index)]
+    mounts.append(Mount("tmpfs", "/tmp", mode=0o1777, size=tmp_bytes))
+    mounts.append(Mount("dir", SANDBOX_DIR))
+    mounts += [Mount("ro", f"{SANDBOX_DIR}/{name}", str(host)) for name, host in ro.items()]
+    mounts.append(Mount("rw", f"{SANDBOX_DIR}/scratch", str(scratch)))
+    return mounts
+
+
+def _tool(name: str) -> str:
+    """``name`` as found on the validator's PATH now (the command's own PATH is the sandbox's)."""
+    return shutil.which(name) or name
+
+
+def bwrap_command(mounts: Sequence[Mount], *, drop_caps: bool, seccomp_fd: int) -> list[str]:
+    """The bubblewrap prefix for ``mounts``; ``seccomp_fd`` holds :func:`seccomp.program`."""
+    args = [
+        _tool("bwrap"), "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        "--die-with-parent", "--new-session", "--hostname", "sandbox", "--dev", "/dev", "--proc", "/proc",
+        "--seccomp", str(seccomp_fd),
     ]  # fmt: skip
-    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    if drop_caps:
+        # Run as root, bwrap would hand the command every capability; with the unprivileged user,
+        # setpriv drops them all when it changes uid (it needs CAP_SETUID until then).
+        args += ["--cap-drop", "ALL"]
+    flags = {"ro": "--ro-bind", "rw": "--bind", "dev": "--dev-bind"}
+    for m in mounts:
+        if m.kind in flags:
+            args += [flags[m.kind], str(m.src), m.dst]
+        elif m.kind == "dir":
+            args += ["--perms", f"{m.mode:04o}", "--dir", m.dst]
+        else:
+            args += ["--perms", f"{m.mode:04o}", "--size", str(m.size), "--tmpfs", m.dst]
+    return args + ["--chdir", f"{SANDBOX_DIR}/scratch", "--"]
 
 
-@cache
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "--net", "--", "true"], capture_output=True, timeout=30).returncode == 0
+def walls_command(mounts: Sequence[Mount], *, new_root: Path) -> list[str]:
+    """The ``unshare`` + ``walls`` prefix for ``mounts``; ``new_root`` is an empty directory of ours."""
+    spec = {
+        "root": str(new_root), "uid": UNPRIVILEGED_ID, "gid": UNPRIVILEGED_ID, "hostname": "sandbox",
+        "chdir": f"{SANDBOX_DIR}/scratch", "devices": [m.dst for m in mounts if m.kind == "dev"],
+        "mounts": [{k: v for k, v in asdict(m).items() if v is not None} for m in mounts if m.kind != "dev"],
+    }  # fmt: skip
+    return [
+        _tool("unshare"), "--mount", "--net", "--pid", "--ipc", "--uts", "--cgroup", "--fork", "--kill-child",
+        "--propagation", "private", "--", sys.executable, "-I", "-m", "quasar.evaluation.walls",
+        json.dumps(spec, separators=(",", ":")), "--",
+    ]  # fmt: skip
 
 
-@cache
-def _cgroup_version(parent: str | None) -> str | None:
-    probe = cgroups.create(64 * 2**20, 16, parent)
-    if probe is None:
+def setpriv_command() -> list[str]:
+    return [
+        _tool("setpriv"), f"--reuid={UNPRIVILEGED_ID}", f"--regid={UNPRIVILEGED_ID}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+    ]  # fmt: skip
+
+
+# --- probing what works here ----------------------------------------------------------------------------
+#: What a probe runs inside the walls: the interpreter, the package, a write to scratch, the identity.
+_PROBE_SCRIPT = (
+    "import os, quasar.evaluation.protocol; open('probe', 'w').write('ok'); "
+    "print('uid', os.getuid(), 'pid', os.getpid())"
+)
+_probe_lock = threading.Lock()
+_probe_ok: set[tuple[str, bool]] = set()
+#: A failure is believed this long (seconds) before it is probed again: long enough not to retry and
+#: log it for every run of an evaluation, short enough that fixing the host takes effect soon.
+_FAILURE_TTL_S = 60.0
+_probe_failed: dict[tuple[str, bool], tuple[float, str]] = {}
+
+
+def _probe_once(namespaces: str, root: bool) -> str | None:
+    """Run the probe through the real walls once; None on success, else what failed."""
+    scratch = Path(tempfile.mkdtemp(prefix="quasar-probe-"))
+    new_root = Path(tempfile.mkdtemp(prefix="quasar-probe-root-"))
+    seccomp_fd = seccomp.program_fd() if namespaces == "bwrap" else None
+    try:
+        if root:
+            os.chown(scratch, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+        mounts = layout(scratch, {}, gpu_index=None, tmp_bytes=16 * 2**20)
+        if namespaces == "bwrap":
+            assert seccomp_fd is not None
+            command = bwrap_command(mounts, drop_caps=not root, seccomp_fd=seccomp_fd)
+            command += setpriv_command() if root else []
+        else:
+            command = walls_command(mounts, new_root=new_root)
+        command += [sys.executable, "-I", "-c", _PROBE_SCRIPT]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, timeout=60, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"`{command[0]}` could not run: {exc}"
+        expected_uid = UNPRIVILEGED_ID if root else os.getuid()
+        output = done.stdout.decode(errors="replace").strip()
+        if (
+            done.returncode != 0
+            or f"uid {expected_uid} pid" not in output
+            or not (scratch / "probe").exists()
+        ):
+            stderr = done.stderr.decode(errors="replace").strip()[-600:] or "(no stderr)"
+            log.warning("sandbox probe failed (%s, exit %s): %s\n  command: %s",
+                        namespaces, done.returncode, stderr, " ".join(command[:40]))  # fmt: skip
+            return f"`{command[0]}` exited {done.returncode}: {stderr}"
         return None
-    probe.remove()
-    return f"v{probe.version}"
+    finally:
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
+        shutil.rmtree(scratch, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            new_root.rmdir()
 
 
-@cache
-def _interpreter_reachable_unprivileged() -> bool:
-    """Whether uid 65534 can start this interpreter in place (without bwrap's fresh mounts)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        return False
-    command = [
-        "setpriv", f"--reuid={UNPRIVILEGED_ID}", f"--regid={UNPRIVILEGED_ID}", "--clear-groups", "--",
-        sys.executable, "-I", "-c", "import quasar.bench",
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, timeout=60, cwd="/").returncode == 0
+def probe(namespaces: str) -> str | None:
+    """Whether ``namespaces`` ("bwrap" or "unshare") works here: None, or the failing step and its stderr.
 
-
-def detect(*, allow_unsandboxed: bool = False, cgroup_parent: str | None = None) -> Mechanisms:
-    """The mechanisms a run gets here. Raises :class:`SandboxUnavailable` when there is no namespace
-    tool and the insecure override is off."""
+    A success is remembered for the life of the process; a failure is retried once at once, then
+    believed for a minute (so a validator recovers soon after the operator fixes the host)."""
     root = os.geteuid() == 0
-    namespaces = "bwrap" if _bwrap_works() else "unshare" if _unshare_works() else "none"
+    tool = "bwrap" if namespaces == "bwrap" else "unshare"
+    if shutil.which(tool) is None:
+        return f"`{tool}` is not on the PATH"
+    if namespaces == "unshare" and not root:
+        return "building the walls without bubblewrap needs root (CAP_SYS_ADMIN); the validator is not root"
+    if not seccomp.supported():
+        return "no seccomp filter for this machine's architecture (x86_64 and aarch64 have one)"
+    key = (namespaces, root)
+    with _probe_lock:
+        if key in _probe_ok:
+            return None
+        if key in _probe_failed and time.monotonic() - _probe_failed[key][0] < _FAILURE_TTL_S:
+            return _probe_failed[key][1]
+        failure = _probe_once(namespaces, root)
+        if failure is not None:
+            failure = _probe_once(namespaces, root)
+        if failure is None:
+            _probe_ok.add(key)
+            _probe_failed.pop(key, None)
+        else:
+            _probe_failed[key] = (time.monotonic(), failure)
+        return failure
+
+
+def forget_probes() -> None:
+    """Probe again on the next :func:`detect` (after the host changed, and in tests)."""
+    with _probe_lock:
+        _probe_ok.clear()
+        _probe_failed.clear()
+
+
+def _cgroup_version(parent: str | None) -> str | None:
+    probe_cgroup = cgroups.create(64 * 2**20, 16, parent)
+    if probe_cgroup is None:
+        return None
+    probe_cgroup.remove()
+    return f"v{probe_cgroup.version}"
+
+
+def detect(
+    *, require: Requirement = "namespaces", allow_unsandboxed: bool = False, cgroup_parent: str | None = None
+) -> Mechanisms:
+    """The mechanisms a run gets here, meeting ``require``; else :class:`SandboxUnavailable`."""
+    if require not in REQUIREMENTS:
+        raise SandboxUnavailable(f"SANDBOX_REQUIRE={require!r} is not one of {', '.join(REQUIREMENTS)}")
+    root = os.geteuid() == 0
     warnings: list[str] = []
-    if namespaces == "none":
-        if not allow_unsandboxed:
+    bwrap_failure = probe("bwrap")
+    namespaces = "bwrap"
+    if bwrap_failure is not None:
+        if require == "bwrap":
             raise SandboxUnavailable(
-                "neither bubblewrap nor unshare can create namespaces here, so submissions cannot be "
-                "isolated; install bubblewrap (apt-get install bubblewrap) or allow unprivileged user "
-                "namespaces. QUASAR_ALLOW_UNSANDBOXED=true runs miner code WITHOUT isolation "
-                "(development only)."
+                f"SANDBOX_REQUIRE=bwrap, and bubblewrap cannot build the sandbox here: {bwrap_failure}. "
+                f"Fix: {_FIX_BWRAP}. (SANDBOX_REQUIRE=namespaces also accepts the walls a root validator "
+                "builds with unshare.)"
             )
-        warnings.append(
-            "INSECURE: QUASAR_ALLOW_UNSANDBOXED is set and no namespace tool works: miner code runs with "
-            "network access and this machine's file system"
-        )
+        unshare_failure = probe("unshare")
+        if unshare_failure is None:
+            namespaces = "unshare"
+            warnings.append(
+                f"bubblewrap is not usable ({bwrap_failure}); the walls are built with unshare instead"
+            )
+        elif require == "namespaces" or not allow_unsandboxed or root:
+            why = (
+                "SANDBOX_REQUIRE=none runs miner code unisolated only with QUASAR_ALLOW_UNSANDBOXED=true, "
+                "and never as root"
+                if require == "none"
+                else f"SANDBOX_REQUIRE={require}"
+            )
+            raise SandboxUnavailable(
+                f"no sandbox can be built here ({why}). bubblewrap: {bwrap_failure}. unshare walls: "
+                f"{unshare_failure}. Fix: {_FIX_BWRAP}; or {_FIX_UNSHARE}."
+            )
+        else:
+            namespaces = "none"
+            warnings.append(
+                "INSECURE: SANDBOX_REQUIRE=none and QUASAR_ALLOW_UNSANDBOXED are set and no sandbox works: miner "
+                "code runs with network access, this machine's file system and this user's rights"
+            )
     version = _cgroup_version(cgroup_parent)
-    if namespaces == "bwrap":
-        unprivileged = root
-    else:
-        unprivileged = root and version is None and _interpreter_reachable_unprivileged()
-    if version is None and root and not unprivileged:
+    if version is None:
         warnings.append(
-            "no writable cgroup and no unprivileged user: the number of processes is not capped "
-            "(root ignores RLIMIT_NPROC); memory is capped by RLIMIT_AS on CPU only"
+            "no writable cgroup: processes capped by RLIMIT_NPROC (per user), memory by RLIMIT_AS on CPU only"
         )
-    elif version is None and not root:
-        warnings.append(
-            "no writable cgroup: processes capped by RLIMIT_NPROC (per user), memory by RLIMIT_AS"
-        )
-    return Mechanisms(namespaces, version, unprivileged, root, warnings)
+    return Mechanisms(namespaces, version, unprivileged_user=root, root=root, warnings=warnings)
 
 
 @dataclass
@@ -191,9 +399,23 @@ class SandboxResult:
     mechanisms: str = ""
     warnings: list[str] = field(default_factory=list)
 
+    #: The signal that ended the command. The walls report it as exit status 128 + signal (their pid 1
+    #: cannot die of the command's signal), which is read back here.
+    signal: int | None = None
+
     @property
     def killed_by_signal(self) -> int | None:
-        return -self.returncode if self.returncode is not None and self.returncode < 0 else None
+        return self.signal
+
+    def walls_failed(self, mechanisms: str) -> bool:
+        """Whether the wrapper itself failed to build the walls (before the command ran). Only
+        meaningful before any untrusted code ran: a command can print the same words."""
+        tail = self.output[-4000:]
+        if mechanisms.startswith("unshare"):
+            return self.returncode == 125 and b"sandbox walls: " in tail
+        return (
+            mechanisms.startswith("bwrap") and self.returncode == 1 and tail.lstrip().startswith(b"bwrap: ")
+        )
 
 
 class _TailReader(threading.Thread):
@@ -236,66 +458,23 @@ def _dir_bytes(path: Path, stop_after: int) -> int:
     return total
 
 
-def _python_paths() -> list[str]:
-    """Directories the interpreter and its packages live in (mounted read-only under bwrap)."""
-    import quasar
-
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    # Only the ``quasar`` package itself: an editable install would otherwise expose the whole
-    # checkout (with its .env) through its parent directory.
-    paths.add(os.path.dirname(os.path.realpath(quasar.__file__)))
-    for entry in sys.path:
-        if entry and os.path.isabs(entry) and os.path.exists(entry) and "site-packages" in entry:
-            paths.add(os.path.realpath(entry))
-    ordered = sorted(p for p in paths if p and os.path.exists(p))
-    # A path already under another mounted path needs no mount of its own.
-    return [p for p in ordered if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in ordered)]
-
-
-def _gpu_device_nodes(gpu_index: int) -> list[str]:
-    names = [f"/dev/nvidia{gpu_index}", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
-    names += ["/dev/nvidia-modeset", "/dev/nvidia-caps"]
-    return [n for n in names if os.path.exists(n)]
-
-
 class Sandbox:
     """Runs commands under the mechanisms :func:`detect` finds. One instance serves many runs."""
 
     def __init__(
-        self, limits: SandboxLimits | None = None, *, allow_unsandboxed: bool = False,
-        cgroup_parent: str | None = None, gpu_index: int | None = None,
+        self, limits: SandboxLimits | None = None, *, require: Requirement = "namespaces",
+        allow_unsandboxed: bool = False, cgroup_parent: str | None = None, gpu_index: int | None = None,
     ) -> None:  # fmt: skip
         self.limits = limits or SandboxLimits()
         self.cgroup_parent = cgroup_parent
         self.gpu_index = gpu_index
-        self.mechanisms = detect(allow_unsandboxed=allow_unsandboxed, cgroup_parent=cgroup_parent)
-        self._run_dirs: list[Path] = []
+        self.mechanisms = detect(
+            require=require, allow_unsandboxed=allow_unsandboxed, cgroup_parent=cgroup_parent
+        )
 
-    # --- paths -----------------------------------------------------------------------------------
     def inside(self, name: str, host_path: Path) -> str:
         """Where ``host_path`` (mounted as ``name``) is seen by the command."""
-        return f"{SANDBOX_DIR}/{name}" if self.mechanisms.namespaces == "bwrap" else str(host_path)
-
-    def own_run_dir(self, work: Path) -> None:
-        """Mark ``work`` as a directory the caller made for its runs (not the operator's): without
-        bwrap, :meth:`start` may open it and what is below it to the sandbox user (o+x, no listing)."""
-        self._run_dirs.append(work.resolve())
-
-    def _let_through(self, path: Path) -> None:
-        """Without bwrap the sandbox user sees host paths as they are, so it must be able to pass
-        through every directory above ``path``: opened where ours, named for the operator where not."""
-        for parent in path.resolve().parents:
-            mode = parent.stat().st_mode
-            if mode & 0o001:
-                continue
-            if any(parent == own or own in parent.parents for own in self._run_dirs):
-                parent.chmod(mode | 0o001)
-                continue
-            raise SandboxUnavailable(
-                f"the sandbox user (uid {UNPRIVILEGED_ID}) cannot reach {path}: {parent} has mode "
-                f"{mode & 0o777:04o}, so other users cannot pass through it. Evaluate in a directory "
-                f"under /tmp (or set TMPDIR to one), or run `chmod o+x {parent}`."
-            )
+        return str(host_path) if self.mechanisms.namespaces == "none" else f"{SANDBOX_DIR}/{name}"
 
     def _env(self, scratch_inside: str, tmp_inside: str, extra: Mapping[str, str]) -> dict[str, str]:
         # An allow-list: nothing of the validator's environment (tokens, wallet paths, DATABASE_URL)
@@ -311,76 +490,37 @@ class Sandbox:
             "XDG_CACHE_HOME": f"{tmp_inside}/cache",
             "QUASAR_SCRATCH": scratch_inside,
         }
-        # The driver still numbers devices physically, so the pinned index is the physical one; under
-        # bwrap only that device's node is mounted, so naming another index would find nothing.
+        # The driver still numbers devices physically, so the pinned index is the physical one; only
+        # that device's node is mounted, so naming another index would find nothing.
         env["CUDA_VISIBLE_DEVICES"] = "" if self.gpu_index is None else str(self.gpu_index)
         env.update(extra)
         return env
 
-    def _bwrap_prefix(self, scratch: Path, tmp_bytes: int, ro: Mapping[str, Path]) -> list[str]:
-        args = [
-            "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--hostname", "sandbox", "--dev", "/dev", "--proc", "/proc",
-            "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
-        ]  # fmt: skip
-        if not self.mechanisms.unprivileged_user:
-            # Run as root, bwrap would hand the command every capability; with the unprivileged user,
-            # setpriv drops them all when it changes uid (it needs CAP_SETUID until then).
-            args += ["--cap-drop", "ALL"]
-        for path in _SYSTEM_DIRS:
-            if os.path.exists(path):
-                args += ["--ro-bind", path, path]
-        for path in _ETC_FILES:
-            if os.path.exists(path):
-                args += ["--ro-bind", path, path]
-        # CPU topology for torch/OpenMP, and the GPU's PCI information for the CUDA driver.
-        args += ["--ro-bind-try", "/sys", "/sys"]
-        python_paths = _python_paths()
-        # bwrap creates the parents of a mount point with the source's parent modes (/root is 0700):
-        # create them world-traversable first, or the unprivileged user could not reach the mounts.
-        parents = sorted({str(a) for p in python_paths for a in Path(p).parents if str(a) != "/"})
-        for parent in parents:
-            if not any(parent == d or parent.startswith(d + "/") for d in _SYSTEM_DIRS):
-                args += ["--perms", "0755", "--dir", parent]
-        for path in python_paths:
-            args += ["--ro-bind", path, path]
-        if self.gpu_index is not None:
-            for node in _gpu_device_nodes(self.gpu_index):
-                args += ["--dev-bind", node, node]
-        args += ["--perms", "0755", "--dir", SANDBOX_DIR]
-        for name, host in ro.items():
-            args += ["--ro-bind", str(host), f"{SANDBOX_DIR}/{name}"]
-        args += ["--bind", str(scratch), f"{SANDBOX_DIR}/scratch", "--chdir", f"{SANDBOX_DIR}/scratch"]
-        return args + ["--"]
-
-    def _setpriv_prefix(self) -> list[str]:
-        return [
-            "setpriv", f"--reuid={UNPRIVILEGED_ID}", f"--regid={UNPRIVILEGED_ID}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-        ]  # fmt: skip
-
     def _preexec(self, run_cgroup: cgroups.RunCgroup | None, cpu_s: int) -> Callable[[], None]:
         limits = self.limits
         cap_address_space = run_cgroup is None and self.gpu_index is None
-        cap_processes = run_cgroup is None and (not self.mechanisms.root or self.mechanisms.unprivileged_user)
+        cap_processes = run_cgroup is None
+        die_with_parent = self.mechanisms.namespaces == "unshare"
 
         def setup() -> None:
             # Runs in the child between fork and exec: everything after it inherits these limits.
             if run_cgroup is not None:
                 run_cgroup.join()
+            if die_with_parent:
+                # bwrap has --die-with-parent; unshare is told here (1 = PR_SET_PDEATHSIG).
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
             resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             if cap_processes:
-                # Counted per real user across the machine; ignored for root, hence the cgroup/nobody.
+                # Counted per real user, so it binds the unprivileged user (root ignores it).
                 resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_pids, limits.max_pids))
             if cap_address_space:
                 resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
 
         return setup
 
-    # --- running ---------------------------------------------------------------------------------
     def start(
         self, argv: Sequence[str], *, scratch: Path, ro: Mapping[str, Path] | None = None,
         env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = (), wall_s: float | None = None,
@@ -393,36 +533,35 @@ class Sandbox:
         ro = dict(ro or {})
         scratch = Path(scratch)
         namespaces = self.mechanisms.namespaces
-        bwrap = namespaces == "bwrap"
-        tmp_host: Path | None = None
-        if bwrap:
-            tmp_inside = "/tmp"
-        else:
-            # Without a private /tmp the command gets a directory of its own under scratch.
-            tmp_host = scratch / ".tmp"
-            tmp_host.mkdir(exist_ok=True)
-            tmp_inside = str(tmp_host)
         for warning in self.mechanisms.warnings:
             log.warning("sandbox: %s", warning)
         if self.mechanisms.unprivileged_user:
             os.chown(scratch, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
-            if tmp_host is not None:
-                os.chown(tmp_host, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
             for host in ro.values():
                 # Read-only mounts keep their modes: make them readable by the unprivileged user.
                 _make_world_readable(host)
-            if not bwrap:
-                for path in (scratch, *ro.values()):
-                    self._let_through(path)
         scratch.chmod(0o700)
 
+        tmp_inside = "/tmp"
+        new_root: Path | None = None
+        extra_fds: list[int] = []
         command: list[str] = []
-        if bwrap:
-            command += self._bwrap_prefix(scratch, self.limits.tmp_bytes, ro)
+        mounts = layout(scratch, ro, gpu_index=self.gpu_index, tmp_bytes=self.limits.tmp_bytes)
+        if namespaces == "bwrap":
+            extra_fds.append(seccomp.program_fd())
+            command += bwrap_command(
+                mounts, drop_caps=not self.mechanisms.unprivileged_user, seccomp_fd=extra_fds[0]
+            )
+            if self.mechanisms.unprivileged_user:
+                command += setpriv_command()
         elif namespaces == "unshare":
-            command += ["unshare", "--net", "--"]
-        if self.mechanisms.unprivileged_user:
-            command += self._setpriv_prefix()
+            new_root = Path(tempfile.mkdtemp(prefix="quasar-sandbox-root-"))
+            command += walls_command(mounts, new_root=new_root)
+        else:
+            # No walls (SANDBOX_REQUIRE=none, never as root): a /tmp of its own under scratch at least.
+            tmp_host = scratch / ".tmp"
+            tmp_host.mkdir(exist_ok=True)
+            tmp_inside = str(tmp_host)
         command += list(argv)
 
         run_cgroup = None
@@ -440,19 +579,23 @@ class Sandbox:
             proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=write_end, stderr=write_end, cwd=str(scratch),
                 env=self._env(self.inside("scratch", scratch), tmp_inside, env or {}),
-                pass_fds=tuple(pass_fds), start_new_session=True,
+                pass_fds=(*pass_fds, *extra_fds), start_new_session=True,
                 preexec_fn=self._preexec(run_cgroup, cpu_s),
             )  # fmt: skip
         except BaseException:
             os.close(read_end)
             if run_cgroup is not None:
                 run_cgroup.remove()
+            if new_root is not None:
+                new_root.rmdir()
             raise
         finally:
             os.close(write_end)
+            for fd in extra_fds:
+                os.close(fd)
         reader = _TailReader(read_end, limits.output_bytes)
         reader.start()
-        return SandboxProcess(proc, reader, run_cgroup, scratch, limits, wall, self.mechanisms)
+        return SandboxProcess(proc, reader, run_cgroup, scratch, limits, wall, self.mechanisms, new_root)
 
 
 def _make_world_readable(root: Path) -> None:
@@ -474,8 +617,10 @@ class SandboxProcess:
     def __init__(
         self, proc: subprocess.Popen[bytes], reader: _TailReader, run_cgroup: cgroups.RunCgroup | None,
         scratch: Path, limits: SandboxLimits, wall_s: float, mechanisms: Mechanisms,
+        new_root: Path | None = None,
     ) -> None:  # fmt: skip
         self.proc = proc
+        self._new_root = new_root
         self._reader = reader
         self._cgroup = run_cgroup
         self._scratch = scratch
@@ -518,7 +663,8 @@ class SandboxProcess:
         return max(0.0, self.deadline - time.monotonic())
 
     def kill(self) -> None:
-        """SIGKILL the whole tree: the process group, and every process in the run's cgroup."""
+        """SIGKILL the whole tree: the wrapper's process group (its PID namespace's init is in it, and
+        every process of the namespace dies with that), and every process in the run's cgroup."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self._cgroup is not None:
@@ -544,8 +690,15 @@ class SandboxProcess:
         self.proc.wait()
         wall = time.monotonic() - self.started
         self._reader.join(timeout=5)
+        returncode = self.proc.returncode
+        sig = -returncode if returncode < 0 else None
+        if self._mechanisms.namespaces != "none" and 128 < returncode < 128 + signal.NSIG:
+            sig = returncode - 128
+        if self._new_root is not None:
+            with contextlib.suppress(OSError):
+                self._new_root.rmdir()  # only ever a mount point inside the walls' namespace: empty here
         result = SandboxResult(
-            returncode=self.proc.returncode, wall_s=wall, timed_out=self.timed_out,
+            returncode=returncode, wall_s=wall, timed_out=self.timed_out, signal=sig,
             output=self._reader.tail(), output_truncated=self._reader.total > self._limits.output_bytes,
             output_total_bytes=self._reader.total, scratch_exceeded=self.scratch_exceeded,
             mechanisms=self._mechanisms.describe(), warnings=list(self._mechanisms.warnings),

@@ -82,24 +82,8 @@ def devices_from_setting(setting: str) -> list[Device]:
 def evaluation_options(settings: Settings, device: Device) -> Any:
     """The evaluation's options from the settings, for one device (as ``quasar evaluate`` builds them)."""
     from quasar.evaluation.evaluate import EvaluationOptions
-    from quasar.evaluation.fetch import FetchLimits
-    from quasar.evaluation.sandbox import SandboxLimits
 
-    return EvaluationOptions(
-        device=device.kind,
-        gpu_index=device.index,
-        quick=settings.evaluation_quick,
-        dev_mode=settings.dev_mode,
-        allowed_hosts=list(settings.allowed_repo_hosts),
-        allow_unsandboxed=settings.quasar_allow_unsandboxed,
-        cgroup_parent=settings.sandbox_cgroup_parent,
-        limits=SandboxLimits(
-            wall_s=settings.evaluation_timeout_seconds,
-            memory_bytes=settings.sandbox_memory_mb * 2**20,
-            max_pids=settings.sandbox_max_pids,
-        ),
-        fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds),
-    )
+    return EvaluationOptions.from_settings(settings, device=device.kind, gpu_index=device.index)
 
 
 def _positive(value: Any) -> float | None:

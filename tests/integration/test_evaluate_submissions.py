@@ -3,18 +3,16 @@
 Each malicious submission starts from ``quasar kernel init``'s template and replaces
 ``fla/ops/quasar/__init__.py``. Each is rejected with a clear reason, or (output flood, network,
 secrets, writes outside scratch) contained: nothing reaches the validator. Limits are small so that a
-bad submission costs seconds; fork-bomb and memory-hog tests run only where a cgroup or an
-unprivileged user bounds them.
+bad submission costs seconds. The walls themselves (file system, sockets, processes, privileges,
+process/memory/disk caps) are proven under both sandboxes in ``test_sandbox_walls``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
-import tempfile
 import textwrap
 import threading
 import time
@@ -23,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from quasar.evaluation import sandbox as sandbox_module
 from quasar.evaluation.evaluate import EvaluationOptions, EvaluationReport, evaluate
 from quasar.evaluation.sandbox import SandboxLimits, SandboxUnavailable, detect
 from quasar.kernels.template import init_kernel_repo
@@ -33,7 +30,6 @@ try:
 except SandboxUnavailable as exc:  # pragma: no cover - depends on the machine
     pytest.skip(f"no sandbox on this machine: {exc}", allow_module_level=True)
 
-BOUNDED = MECHANISMS.cgroup is not None or MECHANISMS.unprivileged_user or not MECHANISMS.root
 HONEST = "from .chunked import chunk_quasar_torch as _honest\n"
 
 
@@ -46,23 +42,9 @@ def _commit(repo: Path) -> str:
     ).stdout.strip()
 
 
-def _let_others_pass(path: Path) -> None:
-    """o+x on ``path`` and its ancestors below the system temp directory (pytest's own directories)."""
-    top = Path(tempfile.gettempdir()).resolve()
-    for p in [path.resolve(), *path.resolve().parents]:
-        if p == top or top not in p.parents:
-            break
-        p.chmod(p.stat().st_mode | 0o001)
-
-
 @pytest.fixture
 def submit(tmp_path: Path) -> Callable[..., EvaluationReport]:
     """``submit(init_source, wall_s=..., memory_mb=..., files=..., **options)`` -> the evaluation report."""
-
-    if MECHANISMS.namespaces != "bwrap" and MECHANISMS.unprivileged_user:
-        # Without bwrap's mounts the sandbox user must pass through pytest's 0700 temp directories,
-        # as it passes through /tmp on a validator (Sandbox.make_reachable says so when it cannot).
-        _let_others_pass(tmp_path)
 
     def run(
         init_source: str | None, *, wall_s: float = 90, memory_mb: int = 3072, max_pids: int = 128,
@@ -342,27 +324,6 @@ def test_a_gigabyte_of_output_is_capped(submit) -> None:
     assert len(report.log_tail) <= 5000
 
 
-@pytest.mark.skipif(
-    not BOUNDED, reason="no cgroup and no unprivileged user here: a memory hog is not bounded"
-)
-def test_memory_hog_is_stopped(submit) -> None:
-    # 256 MiB at a time, each page written, until something stops it.
-    source = "import torch\n\ndef chunk_quasar(*args, **kwargs):\n    hog = []\n    while True:\n        hog.append(torch.ones(64 << 20))\n"
-    report = submit(source, memory_mb=1536)
-    _fails(report, "memory_limit", "kernel_exception")
-    if report.reason == "kernel_exception":  # RLIMIT_AS: the allocation itself fails
-        assert "MemoryError" in (report.detail or "")
-
-
-@pytest.mark.skipif(not BOUNDED, reason="no cgroup and no unprivileged user here: a fork bomb is not bounded")
-def test_fork_bomb_is_contained(submit) -> None:
-    source = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    started = time.monotonic()
-    report = submit(source, max_pids=64, import_timeout_s=10)
-    _fails(report, "process_limit", "timeout")
-    assert time.monotonic() - started < 90
-
-
 # --- escapes -----------------------------------------------------------------------------------------
 
 
@@ -517,59 +478,3 @@ def test_side_stream_work_is_timed_or_caught_on_gpu(submit) -> None:
         assert report.median_ms >= 0.5 * honest.median_ms
     else:
         _fails(report, "timing_mismatch", "incorrect_output", "nan_or_inf")
-
-
-# --- a machine without bubblewrap ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def unshare_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """This machine as a validator without bubblewrap or a writable cgroup sees it (the GPU machine
-    here is one): ``unshare -n`` plus uid 65534. Yields the cgroup parent to pass (one that cannot exist)."""
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    for tool in ("unshare", "setpriv", "git", "true"):
-        found = shutil.which(tool)
-        if found is None:
-            pytest.skip(f"{tool} is not installed")
-        (tools / tool).symlink_to(found)
-    probes = [getattr(sandbox_module, name) for name in (
-        "_bwrap_works", "_unshare_works", "_cgroup_version", "_interpreter_reachable_unprivileged")]
-    monkeypatch.setenv("PATH", str(tools))
-    for probe in probes:
-        probe.cache_clear()
-    no_cgroup = str(tmp_path / "no-such-cgroup")
-    try:
-        mechanisms = detect(cgroup_parent=no_cgroup)
-        if os.geteuid() != 0 or mechanisms.namespaces != "unshare" or not mechanisms.unprivileged_user:
-            pytest.skip(f"cannot run as a root validator without bubblewrap here: {mechanisms.describe()}")
-        yield no_cgroup
-    finally:
-        monkeypatch.undo()
-        for probe in probes:
-            probe.cache_clear()
-
-
-def test_without_bwrap_the_work_dir_must_be_reachable(unshare_only: str, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    init_kernel_repo(repo)
-    sha = _commit(repo)
-    limits = SandboxLimits(wall_s=90, memory_bytes=3072 * 2**20, max_pids=128, output_bytes=64 * 2**10)
-
-    def evaluate_in(work_dir: Path) -> EvaluationReport:
-        options = EvaluationOptions(
-            dev_mode=True, quick=True, limits=limits, work_dir=str(work_dir), cgroup_parent=unshare_only
-        )
-        return evaluate(str(repo), sha, options)
-
-    # pytest's temp directories are 0700: the sandbox user could not reach the scratch directory.
-    hidden = evaluate_in(tmp_path)
-    assert (hidden.verdict, hidden.reason) == ("error", "sandbox_unavailable"), hidden.detail
-    assert "chmod o+x" in hidden.detail and "uid 65534" in hidden.detail
-    # In a directory others may pass through (a validator's default is the system temp directory), it passes.
-    with tempfile.TemporaryDirectory(prefix="quasar-test-") as open_dir:
-        Path(open_dir).chmod(0o711)
-        report = evaluate_in(Path(open_dir))
-        assert report.sandbox == "unshare, no cgroup, uid 65534"
-        _passes(report)
-        assert not list(Path(open_dir).iterdir())

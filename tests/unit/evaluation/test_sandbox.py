@@ -139,19 +139,26 @@ def test_memory_cap_holds(tmp_path: Path) -> None:
 def test_refuses_without_namespaces_unless_insecure_flag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No bwrap or unshare on PATH: the detection caches are cleared around the check.
+    # Neither bwrap nor unshare on PATH: the remembered probes are forgotten around the check.
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    for probe in (sandbox_module._bwrap_works, sandbox_module._unshare_works):
-        probe.cache_clear()
+    sandbox_module.forget_probes()
     try:
+        for require in ("bwrap", "namespaces"):
+            with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap") as refused:
+                detect(require=require)  # type: ignore[arg-type]
+            assert "`bwrap` is not on the PATH" in str(refused.value)
+        # Unisolated runs need both the requirement and the override, and never happen as root.
         with pytest.raises(SandboxUnavailable, match="QUASAR_ALLOW_UNSANDBOXED"):
-            detect()
-        insecure = detect(allow_unsandboxed=True)
-        assert insecure.namespaces == "none"
-        assert any("INSECURE" in w for w in insecure.warnings)
+            detect(require="none")
+        if MECHANISMS.root:
+            with pytest.raises(SandboxUnavailable, match="never as root"):
+                detect(require="none", allow_unsandboxed=True)
+        else:
+            insecure = detect(require="none", allow_unsandboxed=True)
+            assert insecure.namespaces == "none"
+            assert any("INSECURE" in w for w in insecure.warnings)
     finally:
         monkeypatch.undo()
-        for probe in (sandbox_module._bwrap_works, sandbox_module._unshare_works):
-            probe.cache_clear()
+        sandbox_module.forget_probes()
