@@ -163,6 +163,7 @@ class Submission(WireModel):
     inference_url: str | None = None
     kernel_tree_hash: str | None = None
     duplicate_of: int | None = None
+    sandbox: str | None = Field(None, description="The sandboxes its verdicts were reached in ('; '-separated).")
     score: float | None = Field(None, description="Median speed-up over the baseline across results.")
     median_ms: float | None = None
     reason: str | None = None
@@ -195,6 +196,11 @@ class LogitCheck(WireModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+#: The reason of an ``error`` result whose validator could not build its sandbox: the submission never
+#: ran, so the API does not count that attempt against it.
+REASON_SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+
+
 class JobResult(RequestModel):
     verdict: Verdict
     reason: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -205,6 +211,9 @@ class JobResult(RequestModel):
     max_rel_error: float | None = Field(None, ge=0)
     peak_mem_mb: float | None = Field(None, ge=0)
     kernel_tree_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40,64}$")] | None = None
+    sandbox: str | None = Field(
+        None, max_length=200, description="Where the submission ran, e.g. 'bwrap, cgroup v2, uid 65534, seccomp'."
+    )
     logit_check: LogitCheck | None = None
     report: dict[str, Any] | None = Field(None, description="The full evaluation report, kept for audit.")
 
@@ -229,6 +238,7 @@ class LeaderboardEntry(WireModel):
     verified: bool | None
     counted: bool
     reason: str | None = None
+    sandbox: str | None = None
     commit_block: int
 
 

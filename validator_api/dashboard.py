@@ -42,6 +42,7 @@ class Row:
     verified: bool | None
     counted: bool
     reason: str | None
+    sandbox: str | None
     repo_url: str | None
     commit_sha: str | None
 
@@ -118,6 +119,7 @@ def gather(session: Session, settings: Settings, block: int | None) -> Dashboard
                     verified=entry.verified,
                     counted=entry.counted,
                     reason=entry.reason,
+                    sandbox=entry.sandbox,
                     repo_url=sub.repo_url,
                     commit_sha=sub.commit_sha,
                 )
@@ -235,6 +237,9 @@ def _leaderboard_section(data: DashboardData) -> str:
             status = f'<span class="badge s-{_e(row.status)}">{_e(row.status)}</span>'
             if row.reason and row.reason != "ok":
                 status += f' <span class="reason">{_e(row.reason)}</span>'
+            if row.sandbox:
+                # Where the verdict was reached (validator-reported), e.g. "bwrap, cgroup v2, uid 65534".
+                status += f' <span class="sandbox" title="sandbox">{_e(row.sandbox)}</span>'
             parts.append(
                 f'<tr class="{"counted" if row.counted else "uncounted"}" data-submission-id="{row.submission_id}">'
                 f'<td class="rank">{_e(rank)}</td>'
@@ -359,6 +364,7 @@ tr.uncounted td{color:#b8bfd4}
 .s-rejected,.s-expired{background:rgba(255,107,107,.15);color:var(--bad)}
 .s-evaluating,.s-revealed,.s-committed{background:rgba(245,184,75,.15);color:var(--warn)}
 .reason{color:var(--muted);font-size:.8rem}
+.sandbox{display:block;color:var(--muted);font-size:.72rem}
 a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
 .note{color:var(--muted);font-size:.8rem;margin:.75rem 0 0}
 svg{width:100%;height:auto;display:block}
@@ -371,7 +377,7 @@ svg{width:100%;height:auto;display:block}
 .key.best{background:var(--accent)}.key.baseline{background:var(--muted)}
 footer{color:var(--muted);font-size:.8rem;text-align:center;padding:1rem 1rem 2rem}
 .abbr{display:none}
-@media(max-width:600px){.wide,.full,.reason{display:none}.abbr{display:inline}header{padding:.9rem 1rem}
+@media(max-width:600px){.wide,.full,.reason,.sandbox{display:none}.abbr{display:inline}header{padding:.9rem 1rem}
 main{padding:.6rem}.card{padding:.85rem .7rem}th,td{padding:.45rem .3rem}table{font-size:.86rem}
 th{font-size:.7rem;letter-spacing:0}.mono{font-size:.8rem}.axis{font-size:20px}}
 """

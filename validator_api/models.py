@@ -127,6 +127,8 @@ class Submission(Base):
     commit_sha: Mapped[str | None] = mapped_column(String(40))
     inference_url: Mapped[str | None] = mapped_column(String(512))
     kernel_tree_hash: Mapped[str | None] = mapped_column(String(64))
+    # The distinct sandboxes of its decisive results, '; '-separated (shown beside the verdict).
+    sandbox: Mapped[str | None] = mapped_column(String(512))
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("submissions.id", ondelete="SET NULL"))
     score: Mapped[float | None] = mapped_column(Float)
     median_ms: Mapped[float | None] = mapped_column(Float)
@@ -196,6 +198,7 @@ class Result(Base):
     max_rel_error: Mapped[float | None] = mapped_column(Float)
     peak_mem_mb: Mapped[float | None] = mapped_column(Float)
     kernel_tree_hash: Mapped[str | None] = mapped_column(String(64))
+    sandbox: Mapped[str | None] = mapped_column(String(200))
     logit_verdict: Mapped[str | None] = mapped_column(String(8))
     logit_check: Mapped[dict[str, Any] | None]
     report: Mapped[dict[str, Any] | None]

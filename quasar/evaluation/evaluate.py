@@ -48,6 +48,7 @@ from quasar.bench.schema import (
     CaseResult,
     Timing,
 )
+from quasar.schemas import REASON_SANDBOX_UNAVAILABLE
 
 from .fetch import FetchError, FetchLimits, fetch_submission
 from .sandbox import Requirement, Sandbox, SandboxLimits, SandboxProcess, SandboxResult, SandboxUnavailable
@@ -69,7 +70,6 @@ REASON_WORKER_CRASHED = "worker_crashed"
 REASON_TENSOR_SUBCLASS = "tensor_subclass"
 REASON_TIMING_MISMATCH = "timing_mismatch"
 REASON_PROTOCOL = "protocol_violation"
-REASON_SANDBOX_UNAVAILABLE = "sandbox_unavailable"
 REASON_CHECKER_FAILED = "checker_failed"
 REASON_IMPORT_FAILED = "import_failed"
 

@@ -1,7 +1,8 @@
 """The validator's main loop: one worker thread per device, and the weight setter.
 
-Each worker claims the oldest job it may take, keeps its lease alive while it evaluates, and posts
-the result (spooled first). Nothing depends on the validator staying up: if it dies, the lease
+Each worker first checks that the sandbox the operator requires can be built (it claims nothing
+while it cannot, and says why), then claims the oldest job it may take, keeps its lease alive while
+it evaluates, and posts the result (spooled first). Nothing depends on the validator staying up: if it dies, the lease
 lapses and the job is claimed again (by it after a restart, or by another validator); a result
 already spooled is posted at the next start. The main thread sets weights whenever a round is
 finalized, and every tempo.
@@ -34,6 +35,8 @@ class Progress:
     claimed: int = 0
     posted: int = 0
     refused: int = 0
+    #: Why no job is claimed (the required sandbox cannot be built), or None.
+    sandbox_problem: str | None = None
     in_flight: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,8 +79,29 @@ class Validator:
     def _worker(self, runner: JobRunner) -> None:
         client = self.client_factory()
         name = str(runner.device)
+        refusal: str | None = "not probed yet"
         try:
             while not self.stop.is_set():
+                # No claim without the required sandbox: a job this worker cannot run safely is left
+                # to a validator that can, and this one waits for the operator to fix the host.
+                problem = runner.sandbox_problem()
+                if problem != refusal:
+                    if problem is None:
+                        log.info(
+                            "[%s] sandbox: %s; claiming jobs", name, runner.sandbox or "injected evaluation"
+                        )
+                    else:
+                        log.error("[%s] claiming no jobs: %s", name, problem)
+                    refusal = problem
+                if problem is not None:
+                    with self.progress.lock:
+                        self.progress.sandbox_problem = problem
+                    if self._once:
+                        return
+                    self.stop.wait(max(self.poll_seconds, 30.0))
+                    continue
+                with self.progress.lock:
+                    self.progress.sandbox_problem = None
                 if not self._take_slot():
                     return
                 try:

@@ -135,6 +135,7 @@ def result_from_report(report: dict[str, Any]) -> JobResult:
             else None
         ),
         kernel_tree_hash=tree if isinstance(tree, str) and re.fullmatch(r"[0-9a-f]{40,64}", tree) else None,
+        sandbox=str(report["sandbox"])[:200] if report.get("sandbox") else None,
         report=_trimmed_report(report),
     )
 
@@ -162,6 +163,30 @@ class JobRunner:
         self.verify = verify
         self.inference_url_of = inference_url_of or (lambda job: job.inference_url)
         self.verification_attempts = verification_attempts
+        #: The sandbox last found by :meth:`sandbox_problem` (its ``describe()``), for the logs.
+        self.sandbox: str | None = None
+
+    def sandbox_problem(self) -> str | None:
+        """Why this runner may not take a job now (the required sandbox cannot be built), else None.
+
+        Probed for real (``sandbox.detect``); a success is remembered, a failure re-probed soon, so a
+        validator starts claiming once the operator fixes the host. An injected ``evaluate`` (tests,
+        other devices) brings its own isolation and is not checked."""
+        if self._evaluate is not None:
+            return None
+        from quasar.evaluation.sandbox import SandboxUnavailable, detect
+
+        settings = self.settings
+        try:
+            mechanisms = detect(
+                require=settings.sandbox_require or "bwrap", allow_unsandboxed=settings.quasar_allow_unsandboxed,
+                cgroup_parent=settings.sandbox_cgroup_parent,
+            )  # fmt: skip
+        except SandboxUnavailable as exc:
+            self.sandbox = None
+            return str(exc)
+        self.sandbox = mechanisms.describe()
+        return None
 
     def evaluate(self, job: Job) -> JobResult:
         """The kernel's verdict; never raises (the validator's own trouble becomes ``error``)."""

@@ -165,6 +165,38 @@ def test_job_errors_requeue_then_unevaluable(start_api) -> None:  # type: ignore
     assert api.call(api.validators[2], "POST", "/v1/jobs/claim").status_code == 204
 
 
+def test_sandbox_failures_never_count_toward_unevaluable(start_api) -> None:  # type: ignore[no-untyped-def]
+    # A validator that could not build its sandbox never ran the submission: with one attempt
+    # allowed, two such errors still leave the job to a third validator, whose verdict counts.
+    api: ApiServer = start_api("sqlite", max_job_attempts=1, validators=3)
+    api.new_round()
+    sub = api.commit_and_reveal()
+    no_sandbox = {
+        **result_body("error"),
+        "reason": "sandbox_unavailable",
+        "detail": "bwrap: setting up uid map",
+    }
+    for attempt, validator in enumerate(api.validators[:2], start=1):
+        job = claim(api, validator)
+        assert job["attempt"] == attempt
+        answer = api.call(validator, "POST", f"/v1/jobs/{job['job_id']}/result", no_sandbox)
+        assert answer.status_code == 200 and answer.json()["requeued"] is True, answer.text
+        assert api.get(f"/v1/submissions/{sub['id']}").json()["status"] == "evaluating"
+    job = claim(api, api.validators[2])
+    body = {**result_body(speedup=2.0), "sandbox": "unshare walls, cgroup v1, uid 65534, seccomp"}
+    final = api.call(api.validators[2], "POST", f"/v1/jobs/{job['job_id']}/result", body)
+    assert final.status_code == 200 and final.json()["requeued"] is False
+    state = api.get(f"/v1/submissions/{sub['id']}").json()
+    assert state["status"] == "scored" and state["sandbox"] == "unshare walls, cgroup v1, uid 65534, seccomp"
+    # Any other error still counts: with one attempt allowed, it ends the job.
+    api.new_round()
+    other = api.commit_and_reveal(api.miners[1])
+    job = claim(api, api.validators[0])
+    answer = api.call(api.validators[0], "POST", f"/v1/jobs/{job['job_id']}/result", result_body("error"))
+    assert answer.json()["requeued"] is False
+    assert api.get(f"/v1/submissions/{other['id']}").json()["reason"] == "unevaluable"
+
+
 def test_results_idempotent_conflicts_and_duplicates(api: ApiServer) -> None:
     api.new_round()
     tree = os.urandom(20).hex()

@@ -27,9 +27,19 @@ ARTIFACTS = ROOT / "test-artifacts"
 HOSTILE_REPO = '/tmp/q"><script>alert(1)</script>/k&amp;'
 HOSTILE_HTTPS = 'https://github.com/evil/fla"onmouseover="alert(1)'
 BASELINE_MS = 10.0
+SANDBOX = "bwrap, cgroup v2, uid 65534, seccomp"
+HOSTILE_SANDBOX = "unshare walls<img onerror=alert(2)>"
 
 
-def _scored(api: ApiServer, miner, speedup: float | None, repo_url: str, *, verdict: str = "pass") -> int:  # type: ignore[no-untyped-def]
+def _scored(
+    api: ApiServer,
+    miner,
+    speedup: float | None,
+    repo_url: str,
+    *,
+    verdict: str = "pass",
+    sandbox: str = SANDBOX,
+) -> int:  # type: ignore[no-untyped-def]
     sub = api.commit_and_reveal(miner, repo_url=repo_url)
     job = api.call(api.validator, "POST", "/v1/jobs/claim")
     assert job.status_code == 200, job.text
@@ -38,6 +48,7 @@ def _scored(api: ApiServer, miner, speedup: float | None, repo_url: str, *, verd
         "reason": "ok" if verdict == "pass" else "incorrect",
         "baseline_ms": BASELINE_MS,
         "kernel_tree_hash": os.urandom(20).hex(),
+        "sandbox": sandbox,
         "logit_check": {"verdict": "pass", "reason": "ok", "metrics": {"cosine": 0.999}},
     }
     if speedup is not None:
@@ -64,7 +75,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     api.new_round(duration_blocks=300)
     _scored(api, m[2], 3.3, "https://github.com/carol/flash-linear-attention")
     _scored(api, m[0], 2.9, "https://github.com/alice/flash-linear-attention")
-    _scored(api, m[1], None, HOSTILE_REPO, verdict="fail")
+    _scored(api, m[1], None, HOSTILE_REPO, verdict="fail", sandbox=HOSTILE_SANDBOX)
     api.commit_and_reveal(m[3], repo_url="https://github.com/dave/flash-linear-attention")
     api.advance(40)
     yield api
@@ -100,6 +111,11 @@ def test_page_shows_round_leaderboard_chart_and_escapes_miner_strings(populated:
     assert re.search(r"<script nonce=\"[A-Za-z0-9_\-]+\">", page)
     # Nothing is loaded from elsewhere (links to miners' repositories are only links).
     assert not re.search(r"src=|<link|@import|url\(", page)
+    # Each verdict says where it was reached; a validator's string is escaped like a miner's.
+    assert page.count(f'<span class="sandbox" title="sandbox">{SANDBOX}</span>') == 2
+    assert "<img" not in page and "unshare walls&lt;img onerror=alert(2)&gt;" in page
+    board = {e["submission_id"]: e for e in populated.get("/v1/leaderboard").json()["entries"]}
+    assert sorted(e["sandbox"] or "" for e in board.values()) == ["", SANDBOX, SANDBOX, HOSTILE_SANDBOX]
     round2 = populated.get("/v1/leaderboard?round_id=2").json()["entries"]
     assert any(e["hotkey"] == populated.miners[1].ss58_address for e in round2)
 

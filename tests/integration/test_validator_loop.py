@@ -169,3 +169,57 @@ def test_spooled_result_is_posted_at_the_next_start(
     neuron.run(once=True)  # the restart
     assert not list((state_dir(settings) / "results").glob("*.json"))
     assert ValidatorApiClient(api.base_url).get_submission(sub["id"]).reason == "incorrect_output"
+
+
+def test_no_claim_without_the_required_sandbox(
+    start_api: Callable[..., ApiServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    import logging
+    import os
+
+    from quasar.evaluation import sandbox as sandbox_module
+
+    _sandbox_or_skip()
+    api = start_api("sqlite", win_margin=-0.9)
+    api.new_round()
+    sha = kernel_repo(tmp_path / "honest")
+    sub = api.commit_and_reveal(api.miners[0], repo_url=str(tmp_path / "honest"), commit_sha=sha)
+    # bubblewrap fails as it does in a default Docker container.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "bwrap").write_text(
+        "#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n"
+    )
+    (tools / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    sandbox_module.forget_probes()
+    try:
+        neuron = build_validator(
+            validator_settings(api, tmp_path / "v1", sandbox_require="bwrap"), threading.Event()
+        )
+        with caplog.at_level(logging.INFO, logger="quasar.validator"):
+            neuron.run(once=True)
+        assert neuron.progress.claimed == 0 and neuron.progress.posted == 0
+        problem = neuron.progress.sandbox_problem or ""
+        assert "setting up uid map: Permission denied" in problem and "apt-get install bubblewrap" in problem
+        assert "claiming no jobs" in caplog.text
+        client = ValidatorApiClient(api.base_url)
+        assert client.get_submission(sub["id"]).status == "revealed"  # left for a validator that can run it
+
+        if os.geteuid() != 0:
+            return
+        # A root validator that accepts namespaces builds its own walls, evaluates, and says where.
+        neuron = build_validator(
+            validator_settings(
+                api, tmp_path / "v2", sandbox_require="namespaces", wallet_validator_name="validator_b"
+            ),
+            threading.Event(),
+        )
+        neuron.run(once=True)
+        assert neuron.progress.posted == 1
+        scored = client.get_submission(sub["id"])
+        assert scored.status == "scored" and (scored.sandbox or "").startswith("unshare walls, "), scored
+    finally:
+        monkeypatch.undo()
+        sandbox_module.forget_probes()

@@ -63,6 +63,7 @@ def submission_out(row: models.Submission | Row[Any]) -> schemas.Submission:
         inference_url=row.inference_url,
         kernel_tree_hash=row.kernel_tree_hash,
         duplicate_of=row.duplicate_of,
+        sandbox=row.sandbox,
         score=row.score,
         median_ms=row.median_ms,
         reason=row.reason,

@@ -17,7 +17,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from quasar import schemas
@@ -259,6 +259,7 @@ def post_result(
             max_rel_error=result.max_rel_error,
             peak_mem_mb=result.peak_mem_mb,
             kernel_tree_hash=result.kernel_tree_hash,
+            sandbox=result.sandbox,
             logit_verdict=None if result.logit_check is None else result.logit_check.verdict,
             logit_check=None if result.logit_check is None else result.logit_check.model_dump(mode="json"),
             report=result.report,
@@ -266,9 +267,10 @@ def post_result(
             response={},
         )
         session.add(row)
+        session.flush()  # the new row is counted by _counted_attempts
         requeued = False
         now = utcnow()
-        if result.verdict == "error" and job.attempt < settings.max_job_attempts:
+        if result.verdict == "error" and _counted_attempts(session, job) < settings.max_job_attempts:
             # The validator's own trouble: another validator gets the job.
             job.status, job.attempt, requeued = "queued", job.attempt + 1, True
             job.validator_hotkey, job.lease_expires_at, job.claimed_at = None, None, None
@@ -295,6 +297,18 @@ def post_result(
         answer.submission_status,
     )
     return answer
+
+
+def _counted_attempts(session: Session, job: models.Job) -> int:
+    """Attempts that count toward MAX_JOB_ATTEMPTS: a validator that could not build its sandbox
+    (``sandbox_unavailable``) never ran the submission, so that attempt does not count against it.
+    Each validator reports on a job once, so such attempts are bounded by the validators."""
+    uncounted = session.scalar(
+        select(func.count())
+        .select_from(models.Result)
+        .where(models.Result.job_id == job.id, models.Result.reason == schemas.REASON_SANDBOX_UNAVAILABLE)
+    )
+    return job.attempt - int(uncounted or 0)
 
 
 # --- submission state from its results ----------------------------------------------------------
@@ -334,6 +348,7 @@ def refresh_submission(session: Session, sub: models.Submission) -> None:
     sub.verified = (logit.count("pass") > logit.count("fail")) if logit else None
     if sub.kernel_tree_hash is None:
         sub.kernel_tree_hash = next((r.kernel_tree_hash for r in decisive if r.kernel_tree_hash), None)
+    sub.sandbox = "; ".join(dict.fromkeys(r.sandbox for r in decisive if r.sandbox))[:512] or None
     if sub.status not in ("committed", "expired"):
         sub.status, sub.reason = _base_status(session, sub)
     session.flush()

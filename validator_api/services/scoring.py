@@ -33,6 +33,7 @@ class Standing(Protocol):
     correct: bool | None
     verified: bool | None
     reason: str | None
+    sandbox: str | None
     commit_block: int
 
 
@@ -84,6 +85,7 @@ def _entry(sub: Standing, rank: int | None, counted: bool) -> schemas.Leaderboar
         verified=sub.verified,
         counted=counted,
         reason=sub.reason,
+        sandbox=sub.sandbox,
         commit_block=sub.commit_block,
     )
 
