@@ -196,11 +196,6 @@ class LogitCheck(WireModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
-#: The reason of an ``error`` result whose validator could not build its sandbox: the submission never
-#: ran, so the API does not count that attempt against it.
-REASON_SANDBOX_UNAVAILABLE = "sandbox_unavailable"
-
-
 class JobResult(RequestModel):
     verdict: Verdict
     reason: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]

@@ -32,6 +32,9 @@ REASON_ALIASED_OUTPUT = "aliased_output"
 REASON_KERNEL_EXCEPTION = "kernel_exception"
 REASON_ENTRY_POINT = "entry_point_missing"
 REASON_HARNESS_ERROR = "harness_error"
+#: An ``error`` whose validator could not build its sandbox: the submission never ran, so the API does
+#: not count that attempt against it.
+REASON_SANDBOX_UNAVAILABLE = "sandbox_unavailable"
 
 
 def _finite(value: Any) -> Any:

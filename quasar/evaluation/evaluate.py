@@ -41,6 +41,7 @@ from quasar.bench.schema import (
     REASON_ENTRY_POINT,
     REASON_HARNESS_ERROR,
     REASON_KERNEL_EXCEPTION,
+    REASON_SANDBOX_UNAVAILABLE,
     VERDICT_ERROR,
     VERDICT_FAIL,
     VERDICT_PASS,
@@ -48,7 +49,6 @@ from quasar.bench.schema import (
     CaseResult,
     Timing,
 )
-from quasar.schemas import REASON_SANDBOX_UNAVAILABLE
 
 from .fetch import FetchError, FetchLimits, fetch_submission
 from .sandbox import Requirement, Sandbox, SandboxLimits, SandboxProcess, SandboxResult, SandboxUnavailable

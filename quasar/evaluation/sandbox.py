@@ -137,6 +137,9 @@ class Mount:
     src: str | None = None
     mode: int = 0o755
     size: int | None = None
+    #: Submounts too (bubblewrap's binds always are); off for /sys, whose submounts (cgroups,
+    #: debugfs, bpf...) no command needs. Only the unshare walls can honour it.
+    recursive: bool = True
 
 
 def _python_paths() -> list[str]:
@@ -166,14 +169,15 @@ def layout(scratch: Path, ro: Mapping[str, Path], *, gpu_index: int | None, tmp_
     mounts = [Mount("ro", p, p) for p in (*_SYSTEM_DIRS, *_ETC_FILES) if os.path.lexists(p)]
     # CPU topology for torch/OpenMP, and the GPU's PCI information for the CUDA driver.
     if os.path.isdir("/sys"):
-        mounts.append(Mount("ro", "/sys", "/sys"))
-    python_paths = _python_paths()
+        mounts.append(Mount("ro", "/sys", "/sys", recursive=False))
+    # A venv made from the system's Python has /usr among its paths: mounted already (a system dir
+    # that is a link, /bin -> usr/bin, is resolved through its target).
+    system = [d for d in _SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)]
+    python_paths = [p for p in _python_paths() if not any(p == d or p.startswith(d + "/") for d in system)]
     # Mount points' parents are made world-traversable (the host's /root is 0700), or the
     # unprivileged user could not reach the interpreter below them.
     parents = sorted({str(a) for p in python_paths for a in Path(p).parents if str(a) != "/"})
-    mounts += [
-        Mount("dir", d) for d in parents if not any(d == s or d.startswith(s + "/") for s in _SYSTEM_DIRS)
-    ]
+    mounts += [Mount("dir", d) for d in parents if not any(d == s or d.startswith(s + "/") for s in system)]
     mounts += [Mount("ro", p, p) for p in python_paths]
     if gpu_index is not None:
         mounts += [Mount("dev", node, node) for node in _gpu_device_nodes(gpu_index)]

@@ -78,17 +78,32 @@ def _make_mount_point(source: str, target: str) -> None:
             pass
 
 
-def _bind(source: str, target: str, flags: int) -> None:
-    """Bind ``source`` (one mount, not its submounts) and remount the bind with ``flags``."""
+def _mounts_at_or_below(target: str) -> list[str]:
+    """Mount points at ``target`` or below it, parents first (from /proc/self/mountinfo)."""
+    found = []
+    with open("/proc/self/mountinfo") as info:
+        for line in info:
+            # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == target or point.startswith(target.rstrip("/") + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"))
+
+
+def _bind(source: str, target: str, flags: int, *, recursive: bool = True) -> None:
+    """Bind ``source`` (with its submounts, as bubblewrap does, unless ``recursive`` is off) and
+    remount every mount of the bind with ``flags``."""
     if os.path.islink(source):
         # /bin -> usr/bin on merged-/usr systems: the same link, resolved inside the new root.
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
         os.symlink(os.readlink(source), target)
         return
     _make_mount_point(source, target)
-    _mount(source, target, None, _MS_BIND)
-    # A bind ignores flags given with it: they only take in a remount of the bind.
-    _mount(None, target, None, _MS_REMOUNT | _MS_BIND | flags)
+    _mount(source, target, None, _MS_BIND | (_MS_REC if recursive else 0))
+    # A bind ignores flags given with it: they only take in a remount, one mount at a time (a GPU
+    # host's driver under /usr/local/nvidia is a mount of its own below /usr).
+    for point in _mounts_at_or_below(target) if recursive else [target]:
+        _mount(None, point, None, _MS_REMOUNT | _MS_BIND | flags)
 
 
 def _build_dev(root: str, gpu_nodes: list[str]) -> None:
@@ -97,9 +112,9 @@ def _build_dev(root: str, gpu_nodes: list[str]) -> None:
     _mount("tmpfs", dev, "tmpfs", _MS_NOSUID | _MS_NOEXEC, "mode=0755,size=1m")
     for name in _BASIC_DEVICES:
         if os.path.exists(f"/dev/{name}"):
-            _bind(f"/dev/{name}", f"{dev}/{name}", _MS_NOSUID | _MS_NOEXEC)
+            _bind(f"/dev/{name}", f"{dev}/{name}", _MS_NOSUID | _MS_NOEXEC, recursive=False)
     for node in gpu_nodes:
-        _bind(node, root + node, _MS_NOSUID | _MS_NOEXEC)
+        _bind(node, root + node, _MS_NOSUID | _MS_NOEXEC, recursive=os.path.isdir(node))
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
         os.symlink(target, f"{dev}/{name}")
@@ -116,9 +131,14 @@ def build_root(spec: dict) -> None:
     for entry in spec["mounts"]:
         kind, target = entry["kind"], root + entry["dst"]
         if kind == "ro":
-            _bind(entry["src"], target, _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+            _bind(
+                entry["src"],
+                target,
+                _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
+                recursive=entry.get("recursive", True),
+            )
         elif kind == "rw":
-            _bind(entry["src"], target, _MS_NOSUID | _MS_NODEV)
+            _bind(entry["src"], target, _MS_NOSUID | _MS_NODEV, recursive=False)
         elif kind == "dir":
             os.makedirs(target, mode=0o755, exist_ok=True)
             os.chmod(target, entry.get("mode", 0o755))

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, selec
 from sqlalchemy.orm import Session
 
 from quasar import schemas
+from quasar.bench.schema import REASON_SANDBOX_UNAVAILABLE
 from quasar.config import Settings
 from validator_api import models
 from validator_api.db import constant, insert_unless_exists
@@ -306,7 +307,7 @@ def _counted_attempts(session: Session, job: models.Job) -> int:
     uncounted = session.scalar(
         select(func.count())
         .select_from(models.Result)
-        .where(models.Result.job_id == job.id, models.Result.reason == schemas.REASON_SANDBOX_UNAVAILABLE)
+        .where(models.Result.job_id == job.id, models.Result.reason == REASON_SANDBOX_UNAVAILABLE)
     )
     return job.attempt - int(uncounted or 0)
 
