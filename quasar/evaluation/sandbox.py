@@ -72,8 +72,9 @@ REQUIREMENTS: tuple[str, ...] = ("bwrap", "namespaces", "none")
 
 #: How to get each kind of walls, for the messages of a failed probe.
 _FIX_CONTAINER = (
-    "in Docker, run the validator with --cap-add SYS_ADMIN --security-opt apparmor=unconfined "
-    "(or --security-opt seccomp=unconfined as well, or --privileged)"
+    "in Docker, run the validator with --security-opt seccomp=unconfined --security-opt apparmor=unconfined "
+    "(what Dockerfile.validator and docker-compose.yml use; a validator running as root in its container can "
+    "use --cap-add SYS_ADMIN --security-opt apparmor=unconfined instead)"
 )
 _FIX_BWRAP = (
     "install bubblewrap (apt-get install bubblewrap); " + _FIX_CONTAINER + "; where AppArmor restricts user "

@@ -14,7 +14,8 @@ EVIL = "\"'><script>alert(1)</script><img src=x onerror=alert(2)>&"
 def _row(**overrides: object) -> Row:
     values: dict = dict(
         rank=1, submission_id=1, hotkey=EVIL, status="scored", speedup=2.0, median_ms=1.5, correct=True,
-        verified=True, counted=True, reason=EVIL, repo_url="javascript:alert(3)//" + EVIL, commit_sha=EVIL,
+        verified=True, counted=True, reason=EVIL, sandbox=EVIL, repo_url="javascript:alert(3)//" + EVIL,
+        commit_sha=EVIL,
     )  # fmt: skip
     values.update(overrides)
     return Row(**values)
