@@ -51,7 +51,15 @@ from quasar.bench.schema import (
 )
 
 from .fetch import FetchError, FetchLimits, fetch_submission
-from .sandbox import Requirement, Sandbox, SandboxLimits, SandboxProcess, SandboxResult, SandboxUnavailable
+from .sandbox import (
+    Requirement,
+    Sandbox,
+    SandboxLimits,
+    SandboxProcess,
+    SandboxResult,
+    SandboxUnavailable,
+    forget_probes,
+)
 
 if TYPE_CHECKING:
     from quasar.config import Settings
@@ -482,7 +490,9 @@ class _Evaluation:
             result = self.worker.process.finish(kill=True)
             self._absorb(result)
             if result.walls_failed(self.report.sandbox):
-                # Before the submission's code is imported, only our walls can fail like this.
+                # Before the submission's code is imported, only our walls can fail like this; the
+                # validator probes again before its next claim (and stops claiming if they stay broken).
+                forget_probes()
                 raise _Stop(VERDICT_ERROR, REASON_SANDBOX_UNAVAILABLE, "the sandbox could not be built: "
                             f"{self.report.log_tail[-1500:]}") from None  # fmt: skip
             raise _Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"the sandboxed worker failed to start: {exc}; "

@@ -473,3 +473,30 @@ def test_no_walls_means_no_run_even_when_allowed_as_root(
     finally:
         monkeypatch.undo()
         sandbox_module.forget_probes()
+
+
+def test_walls_that_break_during_a_job_are_the_validators_error(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe passed (remembered), then bubblewrap breaks (an AppArmor update, say): the run is
+    # `error` / `sandbox_unavailable`, never the submission's `fail`, and the probe is forgotten so
+    # that the validator checks again before its next claim.
+    sandbox_module.forget_probes()
+    if sandbox_module.probe("bwrap") is not None:
+        pytest.skip("bubblewrap does not work on this machine")
+    tools = tmp_path / "broken"
+    tools.mkdir()
+    (tools / "bwrap").write_text(FAILING_BWRAP)
+    (tools / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    try:
+        report = _evaluate(host.base, HONEST + "chunk_quasar = _honest\n")
+        assert (report.verdict, report.reason) == ("error", "sandbox_unavailable"), (
+            report.reason,
+            report.detail,
+        )
+        assert "Creating new namespace failed" in (report.detail or "")
+        assert sandbox_module.probe("bwrap") is not None  # probed again, and found broken
+    finally:
+        monkeypatch.undo()
+        sandbox_module.forget_probes()
