@@ -545,6 +545,20 @@ def up(
         console.print(f"[red]port {port} is in use[/]: stop what listens there, or pass --port N (make demo "
                       f"DEMO_ARGS='--port N').")  # fmt: skip
         raise typer.Exit(2)
+    if not once:
+        # The validator would claim nothing without its sandbox: say why now, not after a timeout.
+        from quasar.evaluation.sandbox import SandboxUnavailable, detect
+
+        try:
+            with console.status("checking the evaluation sandbox"):
+                mechanisms = detect(
+                    require=settings.sandbox_require or "namespaces", allow_unsandboxed=settings.quasar_allow_unsandboxed,
+                    cgroup_parent=settings.sandbox_cgroup_parent,
+                )  # fmt: skip
+        except SandboxUnavailable as exc:
+            console.print(f"[red]the validator cannot run submissions here:[/] {exc}")
+            raise typer.Exit(1) from None
+        console.print(f"[green]✓[/] sandbox: {mechanisms.describe()}")
     url = f"http://127.0.0.1:{port}"
     home = settings.quasar_home
     env = {**os.environ, "VALIDATOR_API_URL": url, "PYTHONUNBUFFERED": "1"}

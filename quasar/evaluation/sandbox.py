@@ -168,6 +168,9 @@ def _gpu_device_nodes(gpu_index: int) -> list[str]:
 def layout(scratch: Path, ro: Mapping[str, Path], *, gpu_index: int | None, tmp_bytes: int) -> list[Mount]:
     """Everything a sandboxed command sees of the file system (besides /dev and /proc)."""
     mounts = [Mount("ro", p, p) for p in (*_SYSTEM_DIRS, *_ETC_FILES) if os.path.lexists(p)]
+    # The private /tmp comes before anything that may live below it (a checkout under /tmp, the
+    # scratch dir): a mount hides whatever was mounted below its mount point earlier.
+    mounts.append(Mount("tmpfs", "/tmp", mode=0o1777, size=tmp_bytes))
     # CPU topology for torch/OpenMP, and the GPU's PCI information for the CUDA driver.
     if os.path.isdir("/sys"):
         mounts.append(Mount("ro", "/sys", "/sys", recursive=False))
@@ -178,14 +181,26 @@ def layout(scratch: Path, ro: Mapping[str, Path], *, gpu_index: int | None, tmp_
     # Mount points' parents are made world-traversable (the host's /root is 0700), or the
     # unprivileged user could not reach the interpreter below them.
     parents = sorted({str(a) for p in python_paths for a in Path(p).parents if str(a) != "/"})
-    mounts += [Mount("dir", d) for d in parents if not any(d == s or d.startswith(s + "/") for s in system)]
+    taken = {m.dst for m in mounts}  # /tmp, when the checkout is under it: already a private tmpfs
+    mounts += [
+        Mount("dir", d)
+        for d in parents
+        if d not in taken and not any(d == s or d.startswith(s + "/") for s in system)
+    ]
     mounts += [Mount("ro", p, p) for p in python_paths]
     if gpu_index is not None:
         mounts += [Mount("dev", node, node) for node in _gpu_device_nodes(gpu_index)]
-    mounts.append(Mount("tmpfs", "/tmp", mode=0o1777, size=tmp_bytes))
     mounts.append(Mount("dir", SANDBOX_DIR))
     mounts += [Mount("ro", f"{SANDBOX_DIR}/{name}", str(host)) for name, host in ro.items()]
     mounts.append(Mount("rw", f"{SANDBOX_DIR}/scratch", str(scratch)))
+    for i, earlier in enumerate(mounts):
+        hidden_by = [
+            m.dst for m in mounts[i + 1 :] if m.kind != "dir" and earlier.dst.startswith(m.dst + "/")
+        ]
+        if hidden_by:
+            raise SandboxUnavailable(
+                f"the sandbox layout mounts {hidden_by[0]} over {earlier.dst}; this is a bug"
+            )
     return mounts
 
 

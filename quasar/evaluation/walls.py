@@ -266,13 +266,16 @@ def main(argv: list[str]) -> None:
     uid, gid = spec["uid"], spec["gid"]
     child = os.fork()
     if child == 0:
+        step = "drop privileges"
         try:
             os.setsid()  # no terminal to push input into, and out of the namespace init's group
             become_unprivileged(uid, gid, program)
+            step = f"enter {spec.get('chdir', '/')}"
             os.chdir(spec.get("chdir", "/"))
+            step = f"execute {command[0]}"
             os.execvp(command[0], command)
         except (WallError, OSError) as exc:
-            _fail(str(exc))
+            _fail(f"{step}: {exc}")
     # The reaper keeps uid 0 (so unshare's parent-death signal still reaches it) but no capabilities,
     # and none of the pipes: the command's end of them closes when the command ends.
     try:
