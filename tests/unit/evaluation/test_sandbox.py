@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +27,51 @@ def _py(code: str) -> list[str]:
     return [sys.executable, "-I", "-c", code]
 
 
+FAILING_BWRAP = (
+    "#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\nexit 1\n"
+)
+
+
+@pytest.fixture(autouse=True, params=["bwrap", "unshare"])
+def sandbox_mode(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Every test under both sandboxes: bubblewrap, and the unshare walls behind a failing ``bwrap``."""
+    if request.param == "unshare":
+        tools = tmp_path / "failing-tools"
+        tools.mkdir()
+        (tools / "bwrap").write_text(FAILING_BWRAP)
+        (tools / "bwrap").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    sandbox_module.forget_probes()
+    try:
+        found = detect().namespaces
+    except SandboxUnavailable as exc:
+        pytest.skip(f"no {request.param} sandbox here: {exc}")
+    if found != request.param:
+        pytest.skip(f"the {request.param} sandbox does not work here (found {found})")
+    yield request.param
+    monkeypatch.undo()
+    sandbox_module.forget_probes()
+
+
 @pytest.fixture
 def box() -> Sandbox:
     return Sandbox(SandboxLimits(wall_s=30, memory_bytes=1024 * 2**20, max_pids=64, output_bytes=4096))
 
 
-def test_mechanisms_are_reported(box: Sandbox) -> None:
-    assert box.mechanisms.namespaces in ("bwrap", "unshare")
-    assert box.mechanisms.describe()
+def test_mechanisms_are_reported(box: Sandbox, sandbox_mode: str) -> None:
+    assert box.mechanisms.namespaces == sandbox_mode
+    assert box.mechanisms.describe().startswith(
+        {"bwrap": "bwrap, ", "unshare": "unshare walls, "}[sandbox_mode]
+    )
+
+
+def test_a_signal_is_reported_as_the_signal(box: Sandbox, tmp_path: Path) -> None:
+    # Both wrappers report a command killed by a signal as status 128 + signal; read back, the
+    # CPU-time and file-size limits keep their own reasons.
+    result = run(box, _py("import os, signal; os.kill(os.getpid(), signal.SIGXCPU)"), scratch=tmp_path)
+    assert result.killed_by_signal == signal.SIGXCPU, result
 
 
 def test_no_network_even_to_loopback(box: Sandbox, tmp_path: Path) -> None:
