@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import platform
+import re
 import socket
 import sys
 from pathlib import Path
@@ -84,7 +85,7 @@ def _mounts_at_or_below(target: str) -> list[str]:
     with open("/proc/self/mountinfo") as info:
         for line in info:
             # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-            point = line.split()[4].encode().decode("unicode_escape")
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
             if point == target or point.startswith(target.rstrip("/") + "/"):
                 found.append(point)
     return sorted(set(found), key=lambda p: p.count("/"))
