@@ -33,11 +33,10 @@ from quasar.evaluation import sandbox as sandbox_module
 from quasar.evaluation.evaluate import EvaluationOptions, EvaluationReport, evaluate
 from quasar.evaluation.sandbox import SandboxLimits, SandboxUnavailable, detect
 from quasar.kernels.template import init_kernel_repo
+from tests.failing_bwrap import STDERR as FAILING_BWRAP_STDERR
+from tests.failing_bwrap import put_failing_bwrap_first
 
 HONEST = "from .chunked import chunk_quasar_torch as _honest\n"
-FAILING_BWRAP = (
-    "#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\nexit 1\n"
-)
 DESCRIBED = {"bwrap": "bwrap", "unshare": "unshare walls"}
 
 
@@ -47,11 +46,7 @@ def mode(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     if request.param == "unshare":
         if os.geteuid() != 0:
             pytest.skip("the unshare walls are built by a root validator; this test runs unprivileged")
-        tools = tmp_path / "failing-tools"
-        tools.mkdir()
-        (tools / "bwrap").write_text(FAILING_BWRAP)
-        (tools / "bwrap").chmod(0o755)
-        monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+        put_failing_bwrap_first(tmp_path, monkeypatch)
     sandbox_module.forget_probes()
     try:
         mechanisms = detect()
@@ -416,27 +411,14 @@ def test_disk_filler_is_stopped(mode: str, host: Host) -> None:
 # --- refusing rather than degrading --------------------------------------------------------------------
 
 
-def _failing_bwrap_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, unshare: bool) -> None:
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    (tools / "bwrap").write_text(FAILING_BWRAP)
-    (tools / "bwrap").chmod(0o755)
-    for tool in ["git", "setpriv"] + (["unshare"] if unshare else []):
-        found = shutil.which(tool)
-        if found:
-            (tools / tool).symlink_to(found)
-    monkeypatch.setenv("PATH", str(tools))
-    sandbox_module.forget_probes()
-
-
 def test_bwrap_required_means_refused_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _failing_bwrap_path(tmp_path, monkeypatch, unshare=True)
+    put_failing_bwrap_first(tmp_path, monkeypatch, only=["git", "setpriv", "unshare"])
     try:
         with pytest.raises(SandboxUnavailable) as refused:
             detect(require="bwrap")
         message = str(refused.value)
         # The failing step, its stderr, and the fixes.
-        assert "Creating new namespace failed: Operation not permitted" in message
+        assert FAILING_BWRAP_STDERR.removeprefix("bwrap: ") in message
         assert "apt-get install bubblewrap" in message and "--cap-add SYS_ADMIN" in message
         assert "apparmor_restrict_unprivileged_userns=0" in message
     finally:
@@ -449,7 +431,7 @@ def test_no_walls_means_no_run_even_when_allowed_as_root(
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("checks what a root validator does")
-    _failing_bwrap_path(tmp_path, monkeypatch, unshare=False)
+    put_failing_bwrap_first(tmp_path, monkeypatch, only=["git", "setpriv"])
     try:
         repo = tmp_path / "repo"
         init_kernel_repo(repo)
@@ -484,18 +466,15 @@ def test_walls_that_break_during_a_job_are_the_validators_error(
     sandbox_module.forget_probes()
     if sandbox_module.probe("bwrap") is not None:
         pytest.skip("bubblewrap does not work on this machine")
-    tools = tmp_path / "broken"
-    tools.mkdir()
-    (tools / "bwrap").write_text(FAILING_BWRAP)
-    (tools / "bwrap").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    # The remembered success stays, as a running validator would have it.
+    put_failing_bwrap_first(tmp_path, monkeypatch, forget=False)
     try:
         report = _evaluate(host.base, HONEST + "chunk_quasar = _honest\n")
         assert (report.verdict, report.reason) == ("error", "sandbox_unavailable"), (
             report.reason,
             report.detail,
         )
-        assert "Creating new namespace failed" in (report.detail or "")
+        assert FAILING_BWRAP_STDERR in (report.detail or "")
         assert sandbox_module.probe("bwrap") is not None  # probed again, and found broken
     finally:
         monkeypatch.undo()

@@ -25,6 +25,8 @@ from quasar.validator.cli import build_validator, state_dir
 from quasar.validator.lease import LeaseKeeper
 from quasar.validator.posting import ResultSpool
 from quasar.wallets import load_or_create_dev_wallet
+from tests.failing_bwrap import STDERR as FAILING_BWRAP_STDERR
+from tests.failing_bwrap import put_failing_bwrap_first
 
 from .conftest import FROZEN_BLOCK_TIME, ApiServer
 
@@ -186,14 +188,7 @@ def test_no_claim_without_the_required_sandbox(
     sha = kernel_repo(tmp_path / "honest")
     sub = api.commit_and_reveal(api.miners[0], repo_url=str(tmp_path / "honest"), commit_sha=sha)
     # bubblewrap fails as it does in a default Docker container.
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    (tools / "bwrap").write_text(
-        "#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n"
-    )
-    (tools / "bwrap").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
-    sandbox_module.forget_probes()
+    put_failing_bwrap_first(tmp_path, monkeypatch)
     try:
         neuron = build_validator(
             validator_settings(api, tmp_path / "v1", sandbox_require="bwrap"), threading.Event()
@@ -202,7 +197,7 @@ def test_no_claim_without_the_required_sandbox(
             neuron.run(once=True)
         assert neuron.progress.claimed == 0 and neuron.progress.posted == 0
         problem = neuron.progress.sandbox_problem or ""
-        assert "setting up uid map: Permission denied" in problem and "apt-get install bubblewrap" in problem
+        assert FAILING_BWRAP_STDERR in problem and "apt-get install bubblewrap" in problem
         assert "claiming no jobs" in caplog.text
         client = ValidatorApiClient(api.base_url)
         assert client.get_submission(sub["id"]).status == "revealed"  # left for a validator that can run it

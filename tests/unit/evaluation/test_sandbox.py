@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sys
@@ -14,6 +13,7 @@ import pytest
 
 from quasar.evaluation import sandbox as sandbox_module
 from quasar.evaluation.sandbox import Sandbox, SandboxLimits, SandboxUnavailable, detect, run
+from tests.failing_bwrap import put_failing_bwrap_first
 
 try:
     MECHANISMS = detect()
@@ -27,22 +27,13 @@ def _py(code: str) -> list[str]:
     return [sys.executable, "-I", "-c", code]
 
 
-FAILING_BWRAP = (
-    "#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\nexit 1\n"
-)
-
-
 @pytest.fixture(autouse=True, params=["bwrap", "unshare"])
 def sandbox_mode(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """Every test under both sandboxes: bubblewrap, and the unshare walls behind a failing ``bwrap``."""
     if request.param == "unshare":
-        tools = tmp_path / "failing-tools"
-        tools.mkdir()
-        (tools / "bwrap").write_text(FAILING_BWRAP)
-        (tools / "bwrap").chmod(0o755)
-        monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+        put_failing_bwrap_first(tmp_path, monkeypatch)
     sandbox_module.forget_probes()
     try:
         found = detect().namespaces
