@@ -547,14 +547,12 @@ def up(
         raise typer.Exit(2)
     if not once:
         # The validator would claim nothing without its sandbox: say why now, not after a timeout.
-        from quasar.evaluation.sandbox import SandboxUnavailable, detect
+        from quasar.evaluation.evaluate import EvaluationOptions
+        from quasar.evaluation.sandbox import SandboxUnavailable
 
         try:
             with console.status("checking the evaluation sandbox"):
-                mechanisms = detect(
-                    require=settings.sandbox_require or "namespaces", allow_unsandboxed=settings.quasar_allow_unsandboxed,
-                    cgroup_parent=settings.sandbox_cgroup_parent,
-                )  # fmt: skip
+                mechanisms = EvaluationOptions.from_settings(settings).detect_sandbox()
         except SandboxUnavailable as exc:
             console.print(f"[red]the validator cannot run submissions here:[/] {exc}")
             raise typer.Exit(1) from None

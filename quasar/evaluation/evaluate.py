@@ -52,12 +52,14 @@ from quasar.bench.schema import (
 
 from .fetch import FetchError, FetchLimits, fetch_submission
 from .sandbox import (
+    Mechanisms,
     Requirement,
     Sandbox,
     SandboxLimits,
     SandboxProcess,
     SandboxResult,
     SandboxUnavailable,
+    detect,
     forget_probes,
 )
 
@@ -127,6 +129,14 @@ class EvaluationOptions:
             fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds),
         )  # fmt: skip
         return replace(options, **overrides)
+
+    def detect_sandbox(self) -> Mechanisms:
+        """The sandbox these options get here (``sandbox.detect``), or :class:`SandboxUnavailable`."""
+        return detect(
+            require=self.sandbox_require,
+            allow_unsandboxed=self.allow_unsandboxed,
+            cgroup_parent=self.cgroup_parent,
+        )
 
 
 @dataclass
@@ -489,7 +499,7 @@ class _Evaluation:
         except (_Gone, _Stop) as exc:
             result = self.worker.process.finish(kill=True)
             self._absorb(result)
-            if result.walls_failed(self.report.sandbox):
+            if result.walls_failed:
                 # Before the submission's code is imported, only our walls can fail like this; the
                 # validator probes again before its next claim (and stops claiming if they stay broken).
                 forget_probes()

@@ -48,11 +48,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
 from . import cgroup as cgroups
 from . import seccomp
+from .walls import WALLS_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,11 @@ _FIX_UNSHARE = (
 )
 
 
+#: Resolved in the parent: loading a library between fork and exec can deadlock on the loader's lock.
+_prctl = ctypes.CDLL(None).prctl
+_PR_SET_PDEATHSIG = 1
+
+
 class SandboxUnavailable(RuntimeError):
     """The required isolation cannot be built here; the message names the failing step and the fix."""
 
@@ -114,9 +121,13 @@ class Mechanisms:
 
     namespaces: str  # "bwrap", "unshare" or "none"
     cgroup: str | None  # "v2", "v1" or None
-    unprivileged_user: bool
     root: bool
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def unprivileged_user(self) -> bool:
+        """A root validator's commands run as uid 65534 (``none`` is refused as root)."""
+        return self.root
 
     def describe(self) -> str:
         parts = [{"bwrap": "bwrap", "unshare": "unshare walls", "none": "NO SANDBOX"}[self.namespaces]]
@@ -217,8 +228,6 @@ def bwrap_command(mounts: Sequence[Mount], *, drop_caps: bool, seccomp_fd: int) 
         "--seccomp", str(seccomp_fd),
     ]  # fmt: skip
     if drop_caps:
-        # Run as root, bwrap would hand the command every capability; with the unprivileged user,
-        # setpriv drops them all when it changes uid (it needs CAP_SETUID until then).
         args += ["--cap-drop", "ALL"]
     flags = {"ro": "--ro-bind", "rw": "--bind", "dev": "--dev-bind"}
     for m in mounts:
@@ -252,6 +261,24 @@ def setpriv_command() -> list[str]:
     ]  # fmt: skip
 
 
+def wrapper_command(
+    namespaces: str, mounts: Sequence[Mount], *, root: bool, seccomp_fd: int | None, new_root: Path | None
+) -> list[str]:
+    """The prefix that puts a command inside ``namespaces``' walls (empty for ``none``): the one
+    place that chooses it, for runs and probes alike."""
+    if namespaces == "bwrap":
+        assert seccomp_fd is not None
+        # As root, bwrap would hand the command every capability: setpriv drops them all as it
+        # changes uid (it needs CAP_SETUID until then). Unprivileged, bwrap drops them itself.
+        return bwrap_command(mounts, drop_caps=not root, seccomp_fd=seccomp_fd) + (
+            setpriv_command() if root else []
+        )
+    if namespaces == "unshare":
+        assert new_root is not None
+        return walls_command(mounts, new_root=new_root)
+    return []
+
+
 # --- probing what works here ----------------------------------------------------------------------------
 #: What a probe runs inside the walls: the interpreter, the package, a write to scratch, the identity.
 _PROBE_SCRIPT = (
@@ -269,18 +296,13 @@ _probe_failed: dict[tuple[str, bool], tuple[float, str]] = {}
 def _probe_once(namespaces: str, root: bool) -> str | None:
     """Run the probe through the real walls once; None on success, else what failed."""
     scratch = Path(tempfile.mkdtemp(prefix="quasar-probe-"))
-    new_root = Path(tempfile.mkdtemp(prefix="quasar-probe-root-"))
+    new_root = Path(tempfile.mkdtemp(prefix="quasar-probe-root-")) if namespaces == "unshare" else None
     seccomp_fd = seccomp.program_fd() if namespaces == "bwrap" else None
     try:
         if root:
             os.chown(scratch, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
         mounts = layout(scratch, {}, gpu_index=None, tmp_bytes=16 * 2**20)
-        if namespaces == "bwrap":
-            assert seccomp_fd is not None
-            command = bwrap_command(mounts, drop_caps=not root, seccomp_fd=seccomp_fd)
-            command += setpriv_command() if root else []
-        else:
-            command = walls_command(mounts, new_root=new_root)
+        command = wrapper_command(namespaces, mounts, root=root, seccomp_fd=seccomp_fd, new_root=new_root)
         command += [sys.executable, "-I", "-c", _PROBE_SCRIPT]
         try:
             done = subprocess.run(
@@ -305,8 +327,9 @@ def _probe_once(namespaces: str, root: bool) -> str | None:
         if seccomp_fd is not None:
             os.close(seccomp_fd)
         shutil.rmtree(scratch, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            new_root.rmdir()
+        if new_root is not None:
+            with contextlib.suppress(OSError):
+                new_root.rmdir()
 
 
 def probe(namespaces: str) -> str | None:
@@ -344,8 +367,10 @@ def forget_probes() -> None:
     with _probe_lock:
         _probe_ok.clear()
         _probe_failed.clear()
+    _cgroup_version.cache_clear()
 
 
+@cache
 def _cgroup_version(parent: str | None) -> str | None:
     probe_cgroup = cgroups.create(64 * 2**20, 16, parent)
     if probe_cgroup is None:
@@ -399,7 +424,7 @@ def detect(
         warnings.append(
             "no writable cgroup: processes capped by RLIMIT_NPROC (per user), memory by RLIMIT_AS on CPU only"
         )
-    return Mechanisms(namespaces, version, unprivileged_user=root, root=root, warnings=warnings)
+    return Mechanisms(namespaces, version, root=root, warnings=warnings)
 
 
 @dataclass
@@ -419,23 +444,12 @@ class SandboxResult:
     mechanisms: str = ""
     warnings: list[str] = field(default_factory=list)
 
-    #: The signal that ended the command. The walls report it as exit status 128 + signal (their pid 1
-    #: cannot die of the command's signal), which is read back here.
-    signal: int | None = None
-
-    @property
-    def killed_by_signal(self) -> int | None:
-        return self.signal
-
-    def walls_failed(self, mechanisms: str) -> bool:
-        """Whether the wrapper itself failed to build the walls (before the command ran). Only
-        meaningful before any untrusted code ran: a command can print the same words."""
-        tail = self.output[-4000:]
-        if mechanisms.startswith("unshare"):
-            return self.returncode == 125 and b"sandbox walls: " in tail
-        return (
-            mechanisms.startswith("bwrap") and self.returncode == 1 and tail.lstrip().startswith(b"bwrap: ")
-        )
+    #: The signal that ended the command. Both wrappers report it as exit status 128 + signal (their
+    #: pid 1 cannot die of the command's signal), which is read back here.
+    killed_by_signal: int | None = None
+    #: The wrapper said it could not build the walls. Only meaningful before any untrusted code ran:
+    #: a command can print the same words.
+    walls_failed: bool = False
 
 
 class _TailReader(threading.Thread):
@@ -527,8 +541,8 @@ class Sandbox:
             if run_cgroup is not None:
                 run_cgroup.join()
             if die_with_parent:
-                # bwrap has --die-with-parent; unshare is told here (1 = PR_SET_PDEATHSIG).
-                ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+                # bwrap has --die-with-parent; unshare is told here.
+                _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
@@ -563,26 +577,18 @@ class Sandbox:
         scratch.chmod(0o700)
 
         tmp_inside = "/tmp"
-        new_root: Path | None = None
-        extra_fds: list[int] = []
-        command: list[str] = []
-        mounts = layout(scratch, ro, gpu_index=self.gpu_index, tmp_bytes=self.limits.tmp_bytes)
-        if namespaces == "bwrap":
-            extra_fds.append(seccomp.program_fd())
-            command += bwrap_command(
-                mounts, drop_caps=not self.mechanisms.unprivileged_user, seccomp_fd=extra_fds[0]
-            )
-            if self.mechanisms.unprivileged_user:
-                command += setpriv_command()
-        elif namespaces == "unshare":
-            new_root = Path(tempfile.mkdtemp(prefix="quasar-sandbox-root-"))
-            command += walls_command(mounts, new_root=new_root)
-        else:
+        if namespaces == "none":
             # No walls (SANDBOX_REQUIRE=none, never as root): a /tmp of its own under scratch at least.
             tmp_host = scratch / ".tmp"
             tmp_host.mkdir(exist_ok=True)
             tmp_inside = str(tmp_host)
-        command += list(argv)
+        seccomp_fd = seccomp.program_fd() if namespaces == "bwrap" else None
+        extra_fds = [] if seccomp_fd is None else [seccomp_fd]
+        new_root = Path(tempfile.mkdtemp(prefix="quasar-sandbox-root-")) if namespaces == "unshare" else None
+        mounts = layout(scratch, ro, gpu_index=self.gpu_index, tmp_bytes=self.limits.tmp_bytes)
+        command = wrapper_command(
+            namespaces, mounts, root=self.mechanisms.root, seccomp_fd=seccomp_fd, new_root=new_root
+        ) + list(argv)
 
         run_cgroup = None
         if self.mechanisms.cgroup is not None:
@@ -711,15 +717,20 @@ class SandboxProcess:
         wall = time.monotonic() - self.started
         self._reader.join(timeout=5)
         returncode = self.proc.returncode
+        namespaces = self._mechanisms.namespaces
         sig = -returncode if returncode < 0 else None
-        if self._mechanisms.namespaces != "none" and 128 < returncode < 128 + signal.NSIG:
+        if namespaces != "none" and 128 < returncode < 128 + signal.NSIG:
             sig = returncode - 128
+        tail = self._reader.tail()
+        walls_failed = (
+            namespaces == "unshare" and returncode == WALLS_FAILED and b"sandbox walls: " in tail
+        ) or (namespaces == "bwrap" and returncode == 1 and tail.lstrip().startswith(b"bwrap: "))
         if self._new_root is not None:
             with contextlib.suppress(OSError):
                 self._new_root.rmdir()  # only ever a mount point inside the walls' namespace: empty here
         result = SandboxResult(
-            returncode=returncode, wall_s=wall, timed_out=self.timed_out, signal=sig,
-            output=self._reader.tail(), output_truncated=self._reader.total > self._limits.output_bytes,
+            returncode=returncode, wall_s=wall, timed_out=self.timed_out, killed_by_signal=sig,
+            walls_failed=walls_failed, output=tail, output_truncated=self._reader.total > self._limits.output_bytes,
             output_total_bytes=self._reader.total, scratch_exceeded=self.scratch_exceeded,
             mechanisms=self._mechanisms.describe(), warnings=list(self._mechanisms.warnings),
         )  # fmt: skip

@@ -93,15 +93,13 @@ class Validator:
                     else:
                         log.error("[%s] claiming no jobs: %s", name, problem)
                     refusal = problem
-                if problem is not None:
                     with self.progress.lock:
                         self.progress.sandbox_problem = problem
+                if problem is not None:
                     if self._once:
                         return
                     self.stop.wait(max(self.poll_seconds, 30.0))
                     continue
-                with self.progress.lock:
-                    self.progress.sandbox_problem = None
                 if not self._take_slot():
                     return
                 try:

@@ -174,14 +174,10 @@ class JobRunner:
         other devices) brings its own isolation and is not checked."""
         if self._evaluate is not None:
             return None
-        from quasar.evaluation.sandbox import SandboxUnavailable, detect
+        from quasar.evaluation.sandbox import SandboxUnavailable
 
-        settings = self.settings
         try:
-            mechanisms = detect(
-                require=settings.sandbox_require or "bwrap", allow_unsandboxed=settings.quasar_allow_unsandboxed,
-                cgroup_parent=settings.sandbox_cgroup_parent,
-            )  # fmt: skip
+            mechanisms = evaluation_options(self.settings, self.device).detect_sandbox()
         except SandboxUnavailable as exc:
             self.sandbox = None
             return str(exc)

@@ -12,7 +12,9 @@ what keeps the submission out must be the walls, not file modes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -122,7 +124,7 @@ class _SocketSentinel:
         self._thread.join(timeout=2)
         self._server.close()
         if not self.address.startswith("\0"):
-            with __import__("contextlib").suppress(OSError):
+            with contextlib.suppress(OSError):
                 os.unlink(self.address)
 
 
@@ -289,8 +291,6 @@ print("WALLS " + json.dumps({
 
 
 def _walls_line(report: EvaluationReport) -> dict:
-    import json
-
     lines = [line for line in report.log_tail.splitlines() if line.startswith("WALLS ")]
     assert lines, report.log_tail[-3000:]
     return json.loads(lines[-1][len("WALLS ") :])
