@@ -2,7 +2,9 @@
 
 The relative L2 error ``||actual - expected|| / ||expected||`` (in fp64) with one tolerance per input
 dtype (DESIGN §2) is the only closeness measure the project uses; ``assert_rel_close`` is the same
-check for tests. "Poisoning" makes stale or unwritten memory visible: freed device memory is filled
+check for tests. A kernel's outputs must meet it overall and also on every slice of one sequence and
+one head (``worst_slice_error``): a fault confined to a few of hundreds of packed sequences, or to one
+head, would otherwise be diluted by the rest. "Poisoning" makes stale or unwritten memory visible: freed device memory is filled
 with NaN before each call, so an output the kernel allocates but never fully writes shows NaN, and the
 tensors a kernel returned are overwritten with NaN once checked, so a kernel that hands back a cached
 buffer serves NaN the next time.
@@ -104,6 +106,42 @@ class CheckOutcome:
     detail: str | None = None
     rel_error: float | None = None
     final_state_rel_error: float | None = None
+    #: The largest relative L2 error over the (sequence, head) slices of o and of the final state.
+    worst_slice_rel_error: float | None = None
+
+
+def worst_slice_error(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    bounds: Sequence[tuple[int, int]] | None = None,
+    *,
+    states: bool = False,
+) -> tuple[float, tuple[int, int]]:
+    """The largest relative L2 error over slices of one sequence and one head, and that (sequence, head).
+
+    ``actual`` and ``expected`` are outputs ``[B, T, H, V]`` (a sequence is a batch row, or one of the
+    packed token ranges ``bounds`` when B == 1) or, with ``states``, states ``[N, H, K, V]`` (a
+    sequence is a state). Computed in fp64; ``actual`` must be finite.
+    """
+    a, e = actual.detach().double(), expected.detach().double()
+    if a.dim() != 4:
+        raise ValueError(f"expected a 4-d tensor, got shape {list(a.shape)}")
+    diff2, ref2 = (a - e).square(), e.square()
+    if states or bounds is None:
+        # [N, H, K, V] -> [N, H] over K and V; [B, T, H, V] -> [B, H] over T and V.
+        dims = (2, 3) if states else (1, 3)
+        diff, ref = diff2.sum(dim=dims), ref2.sum(dim=dims)
+    else:
+        lengths = torch.tensor([end - start for start, end in bounds], device=a.device)
+        seq_of_token = torch.repeat_interleave(torch.arange(len(bounds), device=a.device), lengths)
+        diff = torch.zeros(len(bounds), a.shape[2], dtype=a.dtype, device=a.device)
+        ref = torch.zeros_like(diff)
+        diff.index_add_(0, seq_of_token, diff2[0].sum(dim=-1))
+        ref.index_add_(0, seq_of_token, ref2[0].sum(dim=-1))
+    # An all-zero reference slice is compared absolutely, as in rel_l2_error.
+    rel = torch.where(ref > 0, diff / ref.clamp_min(1e-300), diff).sqrt()
+    flat = int(rel.argmax().item())
+    return float(rel.flatten()[flat].item()), divmod(flat, rel.shape[1])
 
 
 def _check_tensor(
@@ -131,12 +169,14 @@ def check_result(
     device: torch.device,
     tolerance: float,
     inputs: Sequence[torch.Tensor | None] = (),
+    bounds: Sequence[tuple[int, int]] | None = None,
 ) -> CheckOutcome:
     """Judge a kernel's ``(o, final_state)`` against the trusted reference.
 
     ``expected_final`` is None when the case did not ask for the final state (then whatever the kernel
     returns there is ignored). ``inputs`` are the tensors handed to the kernel: returning one of them, or
-    a view of one, as the output is refused.
+    a view of one, as the output is refused. ``bounds`` are the token ranges of packed sequences (None
+    when every batch row is one sequence); the tolerance holds on each (sequence, head) as well.
     """
     if not isinstance(result, tuple | list) or len(result) != 2:
         return CheckOutcome(False, REASON_BAD_RETURN, "the kernel must return a tuple (o, final_state)")
@@ -156,15 +196,30 @@ def check_result(
 
     rel = rel_l2_error(o, expected_o)
     rel_final = rel_l2_error(final, expected_final) if expected_final is not None else None
+    worst_o, (seq_o, head_o) = worst_slice_error(o, expected_o, bounds)
+    worst = worst_o
+    if expected_final is not None:
+        worst_final, (seq_f, head_f) = worst_slice_error(final, expected_final, states=True)
+        worst = max(worst, worst_final)
+
+    def failed(reason: str, detail: str) -> CheckOutcome:
+        return CheckOutcome(False, reason, detail, rel, rel_final, worst)
+
     if rel >= tolerance:
-        return CheckOutcome(
-            False,
-            REASON_INCORRECT_OUTPUT,
-            f"o: relative L2 error {rel:.3e} >= {tolerance:.1e}",
-            rel,
-            rel_final,
-        )
+        return failed(REASON_INCORRECT_OUTPUT, f"o: relative L2 error {rel:.3e} >= {tolerance:.1e}")
     if rel_final is not None and rel_final >= tolerance:
         detail = f"final_state: relative L2 error {rel_final:.3e} >= {tolerance:.1e}"
-        return CheckOutcome(False, REASON_INCORRECT_FINAL_STATE, detail, rel, rel_final)
-    return CheckOutcome(True, None, None, rel, rel_final)
+        return failed(REASON_INCORRECT_FINAL_STATE, detail)
+    if worst_o >= tolerance:
+        detail = (
+            f"o: relative L2 error {worst_o:.3e} >= {tolerance:.1e} on sequence {seq_o}, head {head_o}"
+            f" (overall {rel:.3e})"
+        )
+        return failed(REASON_INCORRECT_OUTPUT, detail)
+    if expected_final is not None and worst_final >= tolerance:
+        detail = (
+            f"final_state: relative L2 error {worst_final:.3e} >= {tolerance:.1e} on sequence {seq_f},"
+            f" head {head_f} (overall {rel_final:.3e})"
+        )
+        return failed(REASON_INCORRECT_FINAL_STATE, detail)
+    return CheckOutcome(True, None, None, rel, rel_final, worst)

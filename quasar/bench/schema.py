@@ -67,6 +67,8 @@ class CaseResult:
     passed: bool
     rel_error: float | None = None
     final_state_rel_error: float | None = None
+    #: The largest relative L2 error over single (sequence, head) slices of o and the final state.
+    worst_slice_rel_error: float | None = None
     reason: str | None = None
     detail: str | None = None
     seconds: float | None = None
@@ -142,7 +144,12 @@ class BenchReport:
 
     @property
     def max_rel_error(self) -> float | None:
-        errors = [e for c in self.cases for e in (c.rel_error, c.final_state_rel_error) if e is not None]
+        errors = [
+            e
+            for c in self.cases
+            for e in (c.rel_error, c.final_state_rel_error, c.worst_slice_rel_error)
+            if e is not None
+        ]
         return max(errors) if errors else None
 
     @property

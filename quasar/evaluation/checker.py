@@ -76,11 +76,12 @@ def check_saved(spec: CaseSpec, seed: int, path: Path, device: torch.device, nam
     expected_o, expected_final = reference_outputs(spec, inputs)
     outcome = check_result(
         (saved["o"], final), expected_o=expected_o, expected_final=expected_final, out_dtype=spec.dtype,
-        device=expected_o.device, tolerance=tolerance,
+        device=expected_o.device, tolerance=tolerance, bounds=spec.bounds,
     )  # fmt: skip
     result.passed, result.reason = outcome.passed, outcome.reason
     result.detail = None if outcome.detail is None else f"{name}: {outcome.detail}"
     result.rel_error, result.final_state_rel_error = outcome.rel_error, outcome.final_state_rel_error
+    result.worst_slice_rel_error = outcome.worst_slice_rel_error
     return result
 
 

@@ -163,7 +163,7 @@ class EvaluationReport(BenchReport):
         errors = [
             e
             for c in self.cases + self.timed_checks
-            for e in (c.rel_error, c.final_state_rel_error)
+            for e in (c.rel_error, c.final_state_rel_error, c.worst_slice_rel_error)
             if e is not None
         ]
         return max(errors) if errors else None

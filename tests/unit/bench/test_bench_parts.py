@@ -7,13 +7,21 @@ import json
 import pytest
 import torch
 
-from quasar.bench.cases import case_seed, correctness_cases, make_inputs, reference_outputs
+from quasar.bench.cases import (
+    MIXED_KINDS,
+    CaseSpec,
+    case_seed,
+    correctness_cases,
+    make_inputs,
+    reference_outputs,
+)
 from quasar.bench.check import (
     check_result,
     poison_returned,
     rel_l2_error,
     shares_memory,
     tolerance_for,
+    worst_slice_error,
 )
 from quasar.bench.schema import (
     REASON_ALIASED_OUTPUT,
@@ -91,6 +99,74 @@ def test_check_result_reasons() -> None:
     assert _check((good, None), expected_final=state).reason == REASON_BAD_RETURN
 
 
+def test_worst_slice_names_the_sequence_and_head() -> None:
+    expected = torch.ones(1, 10, 3, 4)
+    actual = expected.clone()
+    actual[0, 6:8, 2] *= 1.5  # tokens 6..7 of head 2: the third packed sequence below
+    bounds = [(0, 2), (2, 6), (6, 8), (8, 10)]
+    error, where = worst_slice_error(actual, expected, bounds)
+    assert where == (2, 2) and error == pytest.approx(0.5)
+    # Unpacked, a sequence is a batch row; states [N, H, K, V] are sliced the same way.
+    error, where = worst_slice_error(actual, expected)
+    assert where == (0, 2) and error == pytest.approx(0.5 * (2 / 10) ** 0.5)
+
+
+def test_a_fault_on_one_sequence_and_head_fails_though_small_overall() -> None:
+    spec = next(c for c in correctness_cases("cpu") if c.seqlens and len(c.seqlens) > 100)
+    inputs = make_inputs(spec, case_seed(3, 0), "cpu")
+    expected_o, expected_final = reference_outputs(spec, inputs)
+    o, final = expected_o.clone(), expected_final.clone()
+    start, end = spec.bounds[42]
+    o[:, start:end, 1] *= 1.03
+    tol = tolerance_for(spec.dtype)
+    kwargs = dict(expected_o=expected_o, expected_final=expected_final, out_dtype=torch.float32,
+                  device=o.device, tolerance=tol)  # fmt: skip
+    outcome = check_result((o, final), bounds=spec.bounds, **kwargs)
+    assert outcome.rel_error < tol and outcome.reason == REASON_INCORRECT_OUTPUT
+    assert "sequence 42, head 1" in outcome.detail
+    assert outcome.worst_slice_rel_error == pytest.approx(0.03, rel=1e-3)
+    # The same for one state of the final states.
+    final[7, 0] *= 1.03
+    outcome = check_result((expected_o, final), bounds=spec.bounds, **kwargs)
+    assert outcome.reason == REASON_INCORRECT_FINAL_STATE and "sequence 7, head 0" in outcome.detail
+
+
+def test_long_memory_keys_carry_the_initial_state_to_the_last_token() -> None:
+    # With random keys of ordinary norm the initial state is forgotten within a few hundred tokens;
+    # with the long-memory kinds it still shapes the last tokens' outputs.
+    remembered = {}
+    for keys in ("random", "low_rank", "tiny"):
+        spec = CaseSpec(f"memory_{keys}", 1, 6000, 2, 16, 16, torch.float32, keys=keys, initial_state=True)
+        inputs = make_inputs(spec, 11, "cpu")
+        with_h0, _ = reference_outputs(spec, inputs)
+        inputs.initial_state = torch.zeros_like(inputs.initial_state)
+        without_h0, _ = reference_outputs(spec, inputs)
+        remembered[keys] = rel_l2_error(with_h0[:, -1000:], without_h0[:, -1000:])
+    assert remembered["random"] < 1e-6
+    assert remembered["low_rank"] > 0.1 and remembered["tiny"] > 0.1
+
+
+def test_low_rank_keys_span_a_small_subspace_per_head() -> None:
+    spec = CaseSpec("low_rank", 1, 512, 3, 32, 32, torch.float32, keys="low_rank")
+    k = make_inputs(spec, 5, "cpu").k[0]  # [T, H, K]
+    for head in range(3):
+        singular = torch.linalg.svdvals(k[:, head].double())
+        assert int((singular > 1e-6 * singular[0]).sum()) == 32 // 4
+
+
+def test_timed_runs_draw_long_memory_keys_from_their_seed() -> None:
+    from quasar.bench.suite import timing_spec
+
+    spec = timing_spec("cpu", quick=True)
+    assert spec.keys == "mixed"
+    norms = {round(float(make_inputs(spec, seed, "cpu").k.norm(dim=-1).max()), 1) for seed in range(12)}
+    # Tiny keys have norms at most 0.1; low-rank ones reach past 1: both kinds were drawn.
+    assert min(norms) <= 0.1 and max(norms) > 1.0
+    assert set(MIXED_KINDS) == {"low_rank", "tiny"}
+    with pytest.raises(ValueError, match="keys must be one of"):
+        CaseSpec("bad", 1, 8, 2, 4, 4, torch.float32, keys="sparse")
+
+
 def test_shares_memory_and_poison() -> None:
     base = torch.zeros(10)
     assert shares_memory(base[2:5], base) and not shares_memory(base.clone(), base)
@@ -111,7 +187,13 @@ def test_cpu_cases_cover_the_contract() -> None:
     assert any(c.seqlens and c.initial_state for c in cases)
     assert all(c.heads > 1 for c in cases), "H > 1 catches a [B, H, T, K] reading of [B, T, H, K]"
     assert {c.dtype for c in cases} == {torch.float32, torch.float16}
+    # On CPU the judge is the definition itself: it shares no code with the chunked baseline.
     assert all(c.reference_name == "naive_fp32" for c in cases)
+    # Long memory well past 4,096 tokens, so any restart window up to 4,096 tokens shows.
+    long_memory = [c for c in cases if c.keys in ("low_rank", "tiny")]
+    assert any(c.seq_len >= 3 * 4096 and c.initial_state and c.output_final_state for c in long_memory)
+    assert {"low_rank", "tiny", "overwrite", "large_values"} <= {c.keys for c in cases}
+    assert any(c.seqlens and len(c.seqlens) >= 100 for c in cases)
 
 
 def test_gpu_cases_cover_the_benchmark_shape() -> None:
