@@ -54,7 +54,8 @@ ROLE_WORDS = {
     "validator": "validator",
 }
 #: The honest miner's improvement: smaller chunks, which is faster on CPU at the CPU benchmark shape
-#: (measured: about 1.4x at T=4,096; see docs/operations.md, "Local subnet").
+#: (measured about 1.4x at T=4,096 on 2026-11-25, but 0.81-0.83x under the trusted timing of 2026-12-03;
+#: see docs/operations.md, "Local subnet").
 HONEST_CHUNK_SIZE = 16
 #: Settings of the children that make a local round short; each is used only if not set already.
 DEMO_ENV = {
@@ -312,6 +313,8 @@ def describe_entry(entry: Any, names: dict[str, str], baseline_ms: float | None)
     who = names.get(entry.hotkey, entry.hotkey[:12] + "…")
     if entry.counted:
         timing = f"{entry.score:.2f}x as fast as the baseline"
+        if entry.score_ci_low is not None and entry.score_ci_high is not None:
+            timing += f" (95% interval {entry.score_ci_low:.2f}-{entry.score_ci_high:.2f}x)"
         if entry.median_ms and baseline_ms:
             timing += f" ({entry.median_ms:.1f} ms vs {baseline_ms:.1f} ms)"
         verified = ", logits verified" if entry.verified else ""
@@ -321,8 +324,19 @@ def describe_entry(entry: Any, names: dict[str, str], baseline_ms: float | None)
         return f"–  {who}: rejected: {why} (reason code {entry.reason})"
     if entry.status == "scored" and entry.correct and entry.verified is False:
         return f"–  {who}: kernel correct, but its inference server failed logit verification"
+    if entry.status == "scored" and entry.inconclusive and entry.score is not None:
+        return (
+            f"–  {who}: correct, {entry.score:.2f}x, but its 95% interval ({entry.score_ci_low:.2f}-"
+            f"{entry.score_ci_high:.2f}x) straddles the winning margin: inconclusive, not counted"
+        )
     if entry.status == "scored" and entry.score is not None:
-        return f"–  {who}: correct but only {entry.score:.2f}x the baseline: not faster by the winning margin"
+        interval = ""
+        if entry.score_ci_low is not None and entry.score_ci_high is not None:
+            interval = f" (95% interval {entry.score_ci_low:.2f}-{entry.score_ci_high:.2f}x)"
+        return (
+            f"–  {who}: correct but only {entry.score:.2f}x the baseline{interval}: not faster by the winning"
+            " margin"
+        )
     why = REASON_WORDS.get(entry.reason or entry.status, entry.reason or entry.status)
     return f"–  {who}: {entry.status} ({why})"
 

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -203,6 +203,15 @@ class JobResult(RequestModel):
     median_ms: float | None = Field(None, gt=0)
     baseline_ms: float | None = Field(None, gt=0)
     speedup: float | None = Field(None, gt=0)
+    speedup_ci_low: float | None = Field(None, gt=0, description="Low end of the speed-up's 95% interval.")
+    speedup_ci_high: float | None = Field(None, gt=0, description="High end of the speed-up's 95% interval.")
+    inconclusive: bool | None = Field(
+        None, description="The interval still straddled 1 + WIN_MARGIN after the most batches allowed: never counts."
+    )
+    evaluator_version: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z._-]{1,32}$")] | None = None
+    baseline_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None, description="sha256 of the baseline's sources the speed-up was measured against."
+    )
     max_rel_error: float | None = Field(None, ge=0)
     peak_mem_mb: float | None = Field(None, ge=0)
     kernel_tree_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40,64}$")] | None = None
@@ -211,6 +220,13 @@ class JobResult(RequestModel):
     )
     logit_check: LogitCheck | None = None
     report: dict[str, Any] | None = Field(None, description="The full evaluation report, kept for audit.")
+
+    @model_validator(mode="after")
+    def _interval_in_order(self) -> JobResult:
+        low, high = self.speedup_ci_low, self.speedup_ci_high
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"speedup_ci_low ({low}) must not exceed speedup_ci_high ({high})")
+        return self
 
 
 class JobResultAccepted(WireModel):
@@ -235,6 +251,10 @@ class LeaderboardEntry(WireModel):
     reason: str | None = None
     sandbox: str | None = None
     commit_block: int
+    #: The 95% interval of ``score`` (medians over the passing results that reported one).
+    score_ci_low: float | None = None
+    score_ci_high: float | None = None
+    inconclusive: bool | None = None
 
 
 class Leaderboard(WireModel):

@@ -45,6 +45,9 @@ class Row:
     sandbox: str | None
     repo_url: str | None
     commit_sha: str | None
+    speedup_ci_low: float | None = None
+    speedup_ci_high: float | None = None
+    inconclusive: bool | None = None
 
 
 @dataclass
@@ -122,6 +125,9 @@ def gather(session: Session, settings: Settings, block: int | None) -> Dashboard
                     sandbox=entry.sandbox,
                     repo_url=sub.repo_url,
                     commit_sha=sub.commit_sha,
+                    speedup_ci_low=entry.score_ci_low,
+                    speedup_ci_high=entry.score_ci_high,
+                    inconclusive=entry.inconclusive,
                 )
             )
     data.history = round_history(session)
@@ -234,6 +240,12 @@ def _leaderboard_section(data: DashboardData) -> str:
         for row in data.rows:
             rank = str(row.rank) if row.rank is not None else "–"
             speed = f"{row.speedup:.2f}×" if row.speedup is not None else "—"
+            interval = ""
+            if row.speedup_ci_low is not None and row.speedup_ci_high is not None:
+                # The 95% interval; an inconclusive one never counts, and says so.
+                interval = f"{row.speedup_ci_low:.2f}–{row.speedup_ci_high:.2f}"
+                interval += ", inconclusive" if row.inconclusive else ""
+                interval = f'<span class="ci" title="95% interval">{_e(interval)}</span>'
             status = f'<span class="badge s-{_e(row.status)}">{_e(row.status)}</span>'
             if row.reason and row.reason != "ok":
                 status += f' <span class="reason">{_e(row.reason)}</span>'
@@ -244,7 +256,7 @@ def _leaderboard_section(data: DashboardData) -> str:
                 f'<tr class="{"counted" if row.counted else "uncounted"}" data-submission-id="{row.submission_id}">'
                 f'<td class="rank">{_e(rank)}</td>'
                 f'<td class="mono" title="{_e(row.hotkey)}">{_e(_short(row.hotkey))}</td>'
-                f'<td class="num strong">{_e(speed)}</td><td class="num wide">{_e(_ms(row.median_ms))}</td>'
+                f'<td class="num strong">{_e(speed)}{interval}</td><td class="num wide">{_e(_ms(row.median_ms))}</td>'
                 f'<td class="c">{_check(row.correct)}</td>'
                 f'<td class="c">{_check(row.verified, off=not data.logit_verification)}</td>'
                 f"<td>{status}</td><td class='wide'>{_safe_link(row.repo_url, row.commit_sha)}</td></tr>"
@@ -360,6 +372,7 @@ tr.uncounted td{color:#b8bfd4}
 .ok{color:var(--ok);font-weight:700}.bad{color:var(--bad);font-weight:700}.muted{color:var(--muted)}
 .empty{text-align:center;padding:1.2rem}
 .badge{display:inline-block;padding:.1rem .5rem;border-radius:999px;font-size:.78rem;background:#2a3352}
+.ci{display:block;font-weight:400;font-size:.8em;color:var(--muted)}
 .s-scored,.s-open{background:rgba(62,207,142,.15);color:var(--ok)}
 .s-rejected,.s-expired{background:rgba(255,107,107,.15);color:var(--bad)}
 .s-evaluating,.s-revealed,.s-committed{background:rgba(245,184,75,.15);color:var(--warn)}

@@ -105,6 +105,11 @@ class Timing:
     speedup: float | None = None
     #: Tokens per second (B * T / median), for the layer and the op alike.
     tokens_per_s: float | None = None
+    #: The 95% interval of ``speedup`` (trusted timing, ``quasar.evaluation.timed_runs``).
+    speedup_ci_low: float | None = None
+    speedup_ci_high: float | None = None
+    #: The interval still straddled 1 + WIN_MARGIN after the most batches allowed: never counts.
+    inconclusive: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,13 +175,17 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite numbers as None). The summary keys the API's result body uses
-        (``median_ms``, ``baseline_ms``, ``speedup``, ``max_rel_error``, ``peak_mem_mb``) are repeated at
-        the top level for convenience; ``from_dict`` ignores them."""
+        (``median_ms``, ``baseline_ms``, ``speedup`` and its interval, ``max_rel_error``, ``peak_mem_mb``)
+        are repeated at the top level for convenience; ``from_dict`` ignores them."""
         data = asdict(self)
+        timing = self.timing
         data.update(
             median_ms=self.median_ms,
             baseline_ms=self.baseline_ms,
             speedup=self.speedup,
+            speedup_ci_low=timing.speedup_ci_low if timing else None,
+            speedup_ci_high=timing.speedup_ci_high if timing else None,
+            inconclusive=timing.inconclusive if timing else None,
             max_rel_error=self.max_rel_error,
             peak_mem_mb=self.peak_mem_mb,
         )

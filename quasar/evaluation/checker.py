@@ -8,7 +8,8 @@ stdin, one JSON line each; replies on ``REPLY_FD``:
 ``cases``  seed, count: regenerates the inputs of the first ``count`` correctness cases, computes the
            fp32 reference, loads ``case_<i>.pt`` and checks shape, dtype, NaN/Inf and relative L2
            error (``quasar.bench.check.check_result``, DESIGN §2 tolerances).
-``timed``  seeds ``{run: seed}``: the same for the sampled timed runs (``timed_<run>.pt``).
+``timed``  seeds ``{run: seed}``: the same for the sampled timed runs (``timed_<run>.pt``, in
+           ``QUASAR_TIMED_DIR`` when the parent saved them there).
 
 Saved outputs are loaded with ``torch.load(weights_only=True)``: only plain tensors come back, a
 pickled tensor subclass or any other object is refused, and files larger than the expected tensors
@@ -89,6 +90,8 @@ class Checker(CommandServer):
     def __init__(self, reply_fd: int) -> None:
         super().__init__(reply_fd)
         self.scratch = Path(os.environ.get("QUASAR_CHECK_DIR", "."))
+        # Timed runs' outputs, when the parent copied them out of shared buffers (CPU).
+        self.timed_dir = Path(os.environ.get("QUASAR_TIMED_DIR") or self.scratch)
         self.device = torch.device("cpu")
         self.quick = False
 
@@ -110,7 +113,7 @@ class Checker(CommandServer):
         spec = timing_spec(self.device.type, self.quick)
         results = [
             check_saved(
-                spec, seed, self.scratch / f"timed_{run}.pt", self.device, f"timed_run_{run}"
+                spec, seed, self.timed_dir / f"timed_{run}.pt", self.device, f"timed_run_{run}"
             ).to_dict()
             for run, seed in sorted(seeds.items(), key=lambda kv: int(kv[0]))
         ]

@@ -79,9 +79,14 @@ def evaluate_command(
             rel = "-" if case.rel_error is None else f"{case.rel_error:.2e}"
             err.print(f"  {case.name:24s} {rel:>10s}  {'ok' if case.passed else case.reason}")
         if report.median_ms is not None:
+            timing = report.timing
+            interval = ""
+            if timing is not None and timing.speedup_ci_low is not None:
+                interval = f" (95% interval {timing.speedup_ci_low:.2f}-{timing.speedup_ci_high:.2f}x"
+                interval += ", inconclusive: never counts)" if timing.inconclusive else ")"
             err.print(
                 f"  median {report.median_ms:.3f} ms, baseline {report.baseline_ms:.3f} ms, "
-                f"speed-up {report.speedup:.2f}x"
+                f"speed-up {report.speedup:.2f}x{interval}"
             )
         line = f"[{colour}]{report.verdict}[/{colour}]"
         if report.reason:

@@ -7,29 +7,27 @@ says which rule it broke) or ``error`` (the validator's own trouble: retry elsew
 The sequence, and why it is in this order:
 
 1. fetch the exact commit (``fetch``); compute ``kernel_tree_hash``;
-2. start the worker in the sandbox; measure the pipe round trip (``ping``) and time the trusted
-   baseline **before** any submission code is imported, so the submission cannot slow it down;
+2. start the submission's worker in the sandbox and measure the pipe round trip (``ping``). On CPU,
+   start the trusted baseline's own worker too (it never imports submission code) and freeze it;
+   on GPU, time the baseline in the submission's worker **before** any submission code is imported;
 3. import the entry point; start the trusted checker in its own sandbox meanwhile;
 4. send the correctness seed; the worker runs every case and saves the outputs; the checker
    recomputes each case from the seed and judges it;
-5. time the submission: each run gets fresh input values from its own seed in rotating buffers, the
-   parent times each run's round trip on its own clock and, only after a run, decides whether its
-   outputs are saved for checking; the checker judges the saved runs;
-6. cross-check the in-sandbox timing with the parent's clock (a patched timer or work hidden from
-   it shows as a gap) and report the larger of the two as the time.
+5. time the submission. CPU (``timed_runs``): alternating frozen-to-frozen batches of the baseline
+   and the submission on parent-owned buffers, timed by the parent alone, with a 95% interval.
+   GPU: each run gets fresh input values from its own seed in rotating buffers, the parent times
+   each run's round trip on its own clock and cross-checks the in-sandbox timing (a patched timer or
+   work hidden from it shows as a gap). Either way the outputs to check are chosen only after they
+   ran, and the checker judges them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import secrets
-import select
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -37,10 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quasar.bench.schema import (
-    REASON_BAD_RETURN,
     REASON_ENTRY_POINT,
     REASON_HARNESS_ERROR,
-    REASON_KERNEL_EXCEPTION,
     REASON_SANDBOX_UNAVAILABLE,
     VERDICT_ERROR,
     VERDICT_FAIL,
@@ -50,18 +46,19 @@ from quasar.bench.schema import (
     Timing,
 )
 
+from .channel import Channel, Gone, Stop, fail_from_error, start_process
 from .fetch import FetchError, FetchLimits, fetch_submission
 from .sandbox import (
     Mechanisms,
     Requirement,
     Sandbox,
     SandboxLimits,
-    SandboxProcess,
     SandboxResult,
     SandboxUnavailable,
     detect,
     forget_probes,
 )
+from .timed_runs import ComparisonPlan
 
 if TYPE_CHECKING:
     from quasar.config import Settings
@@ -79,12 +76,27 @@ REASON_WORKER_EXITED = "worker_exited"
 REASON_WORKER_CRASHED = "worker_crashed"
 REASON_TENSOR_SUBCLASS = "tensor_subclass"
 REASON_TIMING_MISMATCH = "timing_mismatch"
-REASON_PROTOCOL = "protocol_violation"
 REASON_CHECKER_FAILED = "checker_failed"
 REASON_IMPORT_FAILED = "import_failed"
 
-_MAX_REPLY_BYTES = 1 << 20
 _LOG_TAIL_CHARS = 4000
+
+#: Changes whenever what a result's numbers mean changes (cases, timing protocol, statistics): a
+#: round combines only results of one version.
+EVALUATOR_VERSION = "2026.12.03"
+
+
+def baseline_id() -> str:
+    """sha256 of the trusted baseline's sources (``quasar/kernels``): what the speed-up is against."""
+    import hashlib
+
+    import quasar.kernels
+
+    root = Path(quasar.kernels.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -108,9 +120,14 @@ class EvaluationOptions:
     #: Probability that a timed run's outputs are saved and checked (decided after the run).
     sample_probability: float = 0.3
     min_samples: int = 3
-    #: Timed runs and warm-up calls; None picks per device (CPU 10/1, GPU 50/5; quick: CPU 5, GPU 20).
+    #: Timed runs and warm-up calls on GPU; None picks 50/5 (quick: 20/5).
     runs: int | None = None
     warmup: int | None = None
+    #: Trusted timing on CPU: batches, pairs and sampling; None picks ``ComparisonPlan()`` (quick:
+    #: at most 12 pairs instead of 24).
+    comparison: ComparisonPlan | None = None
+    #: A speed-up counts only if its interval's low end reaches 1 + this (``WIN_MARGIN``).
+    win_margin: float = 0.01
     work_dir: str | None = None
 
     @classmethod
@@ -126,7 +143,7 @@ class EvaluationOptions:
                 wall_s=settings.evaluation_timeout_seconds, memory_bytes=settings.sandbox_memory_mb * 2**20,
                 max_pids=settings.sandbox_max_pids,
             ),
-            fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds),
+            fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds), win_margin=settings.win_margin,
         )  # fmt: skip
         return replace(options, **overrides)
 
@@ -146,6 +163,9 @@ class EvaluationReport(BenchReport):
     repo_url: str | None = None
     commit_sha: str | None = None
     kernel_tree_hash: str | None = None
+    evaluator_version: str = EVALUATOR_VERSION
+    #: ``baseline_id()``: which baseline the speed-up is measured against.
+    baseline_id: str | None = None
     #: The checked timed runs (each a ``CaseResult`` named ``timed_run_<n>``).
     timed_checks: list[CaseResult] = field(default_factory=list)
     #: Last characters of the submission's stdout/stderr.
@@ -167,95 +187,6 @@ class EvaluationReport(BenchReport):
             if e is not None
         ]
         return max(errors) if errors else None
-
-
-class _Stop(Exception):
-    """Ends an evaluation early with a verdict."""
-
-    def __init__(self, verdict: str, reason: str, detail: str) -> None:
-        super().__init__(f"{verdict} {reason}: {detail}")
-        self.verdict, self.reason, self.detail = verdict, reason, detail
-
-
-class _Gone(Exception):
-    """The sandboxed process ended (``ended``: its reply pipe closed) or stopped answering."""
-
-    def __init__(self, message: str, *, ended: bool = False) -> None:
-        super().__init__(message)
-        self.ended = ended
-
-
-class Channel:
-    """JSON commands to a sandboxed process's stdin, JSON replies from its reply pipe, timed by us."""
-
-    def __init__(self, process: SandboxProcess, reply_fd: int, name: str) -> None:
-        self.process = process
-        self._fd = reply_fd
-        self._buffer = b""
-        self.name = name
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-
-    def send(self, op: str, **data: Any) -> None:
-        stdin = self.process.proc.stdin
-        assert stdin is not None
-        try:
-            stdin.write((json.dumps({"op": op, **data}) + "\n").encode())
-            stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise _Gone(f"{self.name} closed its input") from exc
-
-    def recv(self, timeout_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + min(timeout_s, self.process.remaining())
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Gone(f"{self.name} did not answer in time")
-            ready, _, _ = select.select([self._fd], [], [], min(remaining, 0.5))
-            if not ready:
-                continue
-            chunk = os.read(self._fd, 1 << 16)
-            if not chunk:
-                raise _Gone(f"{self.name} ended", ended=True)
-            self._buffer += chunk
-            if len(self._buffer) > _MAX_REPLY_BYTES:
-                raise _Stop(VERDICT_FAIL, REASON_PROTOCOL, f"{self.name} wrote an oversized reply")
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            raise _Stop(
-                VERDICT_FAIL, REASON_PROTOCOL, f"{self.name} wrote something that is not a reply"
-            ) from None
-        if not isinstance(reply, dict):
-            raise _Stop(VERDICT_FAIL, REASON_PROTOCOL, f"{self.name} wrote something that is not a reply")
-        return reply
-
-    def call(self, op: str, timeout_s: float, **data: Any) -> tuple[dict[str, Any], float]:
-        """Send a command and wait for its reply; returns the reply and the round trip in ms."""
-        t0 = time.perf_counter()
-        self.send(op, **data)
-        reply = self.recv(timeout_s)
-        return reply, (time.perf_counter() - t0) * 1e3
-
-
-def _start(
-    sandbox: Sandbox, module: str, scratch: Path, ro: dict[str, Path], env: dict[str, str] | None = None
-) -> Channel:
-    reply_r, reply_w = os.pipe()
-    try:
-        process = sandbox.start(
-            [sys.executable, "-I", "-B", "-m", module, str(reply_w)], scratch=scratch, ro=ro,
-            env=env, pass_fds=(reply_w,),
-        )  # fmt: skip
-    except BaseException:
-        os.close(reply_r)
-        raise
-    finally:
-        os.close(reply_w)
-    return Channel(process, reply_r, module.rsplit(".", 1)[-1])
 
 
 def _death_reason(result: SandboxResult, what: str, *, hung: bool = False) -> tuple[str, str]:
@@ -281,13 +212,6 @@ def _death_reason(result: SandboxResult, what: str, *, hung: bool = False) -> tu
     return REASON_WORKER_CRASHED, f"{what}: the process died (exit status {result.returncode})"
 
 
-def _fail_from_error(error: str, where: str) -> _Stop:
-    code, _, rest = error.partition(": ")
-    known = {REASON_KERNEL_EXCEPTION, REASON_TENSOR_SUBCLASS, REASON_BAD_RETURN}
-    reason = code if code in known else REASON_KERNEL_EXCEPTION
-    return _Stop(VERDICT_FAIL, reason, f"{where}: {rest or error}")
-
-
 def evaluate(repo_url: str, commit_sha: str, options: EvaluationOptions | None = None) -> EvaluationReport:
     """Evaluate one submission. Never raises for a submission's misbehaviour: see the report's verdict."""
     options = options or EvaluationOptions()
@@ -296,7 +220,7 @@ def evaluate(repo_url: str, commit_sha: str, options: EvaluationOptions | None =
     report = EvaluationReport(
         verdict=VERDICT_PASS, entry="fla.ops.quasar:chunk_quasar", device=options.device,
         device_type=options.device.split(":")[0], seed=seed, quick=options.quick, repo_url=repo_url,
-        commit_sha=commit_sha,
+        commit_sha=commit_sha, baseline_id=baseline_id(),
     )  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="quasar-eval-", dir=options.work_dir))
     fetched = None
@@ -307,12 +231,12 @@ def evaluate(repo_url: str, commit_sha: str, options: EvaluationOptions | None =
                 limits=options.fetch_limits, parent_dir=work,
             )  # fmt: skip
         except FetchError as exc:
-            raise _Stop(
+            raise Stop(
                 VERDICT_FAIL if exc.submission_fault else VERDICT_ERROR, exc.code, exc.detail
             ) from None
         report.kernel_tree_hash = fetched.kernel_tree_hash
         _Evaluation(options, report, fetched.worktree, work, seed).run()
-    except _Stop as stop:
+    except Stop as stop:
         report.verdict, report.reason, report.detail = stop.verdict, stop.reason, stop.detail
     except SandboxUnavailable as exc:
         report.verdict, report.reason, report.detail = VERDICT_ERROR, REASON_SANDBOX_UNAVAILABLE, str(exc)
@@ -351,7 +275,15 @@ class _Evaluation:
         self.warmup = options.warmup if options.warmup is not None else (5 if cuda else 1)
         self.kernel_seconds = 0.0
         self.worker: Channel | None = None
+        self.baseline_worker: Channel | None = None
         self.checker: Channel | None = None
+        # Trusted timing (``timed_runs``) on CPU; GPU timing still runs in the worker's own loop.
+        self.trusted_timing = not cuda
+        self.plan = options.comparison or (
+            ComparisonPlan(min_pairs=6, max_pairs=12) if options.quick else ComparisonPlan()
+        )
+        self.comparison: Any = None
+        self.samples_dir: Path | None = None
 
     # --- helpers ---------------------------------------------------------------------------------
     def _worker_call(
@@ -360,13 +292,13 @@ class _Evaluation:
         assert self.worker is not None
         try:
             return self.worker.call(op, timeout_s, **data)
-        except _Gone as gone:
+        except Gone as gone:
             # A closed reply pipe means the process is exiting: give it a moment to report how.
             hung = not gone.ended
             result = self.worker.process.finish(kill=hung, wait_s=5.0)
             self._absorb(result)
             reason, detail = _death_reason(result, where, hung=hung)
-            raise _Stop(VERDICT_FAIL, reason, detail) from None
+            raise Stop(VERDICT_FAIL, reason, detail) from None
 
     def _absorb(self, result: SandboxResult) -> None:
         text = result.output.decode("utf-8", errors="replace")[-_LOG_TAIL_CHARS:]
@@ -389,12 +321,12 @@ class _Evaluation:
         assert self.checker is not None
         try:
             reply = receive()
-        except (_Gone, _Stop) as exc:
+        except (Gone, Stop) as exc:
             result = self.checker.process.finish(kill=True)
             tail = result.output.decode("utf-8", errors="replace")[-1000:]
-            raise _Stop(VERDICT_ERROR, REASON_CHECKER_FAILED, f"{failure}: {exc}; {tail}") from None
+            raise Stop(VERDICT_ERROR, REASON_CHECKER_FAILED, f"{failure}: {exc}; {tail}") from None
         if not reply.get("ok"):
-            raise _Stop(
+            raise Stop(
                 VERDICT_ERROR, REASON_CHECKER_FAILED, f"the trusted checker failed: {reply.get('error')}"
             )
         return reply
@@ -404,23 +336,66 @@ class _Evaluation:
             case = CaseResult.from_dict(data)
             into.append(case)
             if not case.passed:
-                raise _Stop(VERDICT_FAIL, case.reason or "incorrect_output", case.detail or case.name)
+                raise Stop(VERDICT_FAIL, case.reason or "incorrect_output", case.detail or case.name)
 
     # --- phases ----------------------------------------------------------------------------------
     def run(self) -> None:
         scratch = self.work / "worker"
         scratch.mkdir()
-        self.worker = _start(self.sandbox, "quasar.evaluation.worker", scratch, {"repo": self.repo})
+        if self.trusted_timing:
+            from quasar.bench.suite import timing_spec
+
+            from .timed_runs import TimedComparison
+
+            self.samples_dir = self.work / "timed"
+            self.samples_dir.mkdir()
+            self.comparison = TimedComparison(
+                timing_spec("cpu", self.o.quick), self.plan, 1.0 + self.o.win_margin, self.samples_dir,
+                self._side_call,
+            )  # fmt: skip
+        fds = self.comparison.fds("entry") if self.comparison else ()
         try:
+            self.worker = start_process(
+                self.sandbox, "quasar.evaluation.worker", scratch, {"repo": self.repo}, fds=fds
+            )
             self._run_worker(scratch)
         finally:
-            if self.worker is not None:
-                self._absorb(self.worker.process.finish(kill=True))
-                self.worker.close()
-            if self.checker is not None:
-                self.checker.process.finish(kill=True)
-                self.checker.close()
+            for channel in (self.baseline_worker, self.worker, self.checker):
+                if channel is not None:
+                    result = channel.process.finish(kill=True)
+                    if channel is self.worker:
+                        self._absorb(result)
+                    channel.close()
+            if self.comparison is not None:
+                self.comparison.close()
         self.report.kernel_seconds = self.kernel_seconds
+
+    def _side_call(self, channel: Channel, side: str, op: str, **data: Any) -> dict[str, Any]:
+        """One command to the baseline's or the submission's worker during trusted timing."""
+        if side == "entry":
+            return self._worker_call(op, self.o.limits.wall_s, "timing the submission", **data)[0]
+        try:
+            return channel.call(op, channel.process.remaining(), **data)[0]
+        except (Gone, Stop) as exc:
+            tail = channel.process.finish(kill=True).output.decode("utf-8", errors="replace")[-1500:]
+            raise Stop(
+                VERDICT_ERROR, REASON_HARNESS_ERROR, f"the baseline's worker failed: {exc}; {tail}"
+            ) from None
+
+    def _start_baseline_worker(self, device: str) -> None:
+        """The trusted baseline's own sandboxed worker: it never imports submission code."""
+        assert self.comparison is not None
+        scratch = self.work / "baseline"
+        scratch.mkdir()
+        self.baseline_worker = start_process(
+            self.sandbox, "quasar.evaluation.worker", scratch, {}, fds=self.comparison.fds("baseline")
+        )
+        reply = self._side_call(
+            self.baseline_worker, "baseline", "start", device=device, entry="", repo="", quick=self.o.quick
+        )
+        if not reply.get("ok"):
+            raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline worker start: {reply.get('error')}")
+        self.comparison.attach("baseline", self.baseline_worker)
 
     def _run_worker(self, scratch: Path) -> None:
         o, report = self.o, self.report
@@ -434,7 +409,10 @@ class _Evaluation:
         pings = [self._startup_call("ping")[1] for _ in range(5)]
         ping_ms = statistics.median(pings)
         report.wall["ping_ms"] = ping_ms
-        baseline = self._time("baseline", ping_ms)
+        if self.comparison is not None:
+            self._start_baseline_worker(device="cpu")
+        else:
+            baseline = self._time("baseline", ping_ms)
 
         reply, _ = self._worker_call(
             "import", min(o.import_timeout_s, o.limits.wall_s), "importing the entry point"
@@ -443,14 +421,15 @@ class _Evaluation:
             error = str(reply.get("error"))
             # The bench says "importing ... failed" when the module raised, "cannot import" when absent.
             reason = REASON_IMPORT_FAILED if error.startswith("importing") else REASON_ENTRY_POINT
-            raise _Stop(VERDICT_FAIL, reason, error[:2000])
+            raise Stop(VERDICT_FAIL, reason, error[:2000])
         # The checker starts (and loads torch) while the cases run.
         check_dir = self.work / "checker"
         check_dir.mkdir()
-        self.checker = _start(
-            self.sandbox, "quasar.evaluation.checker", check_dir, {"outputs": scratch},
-            env={"QUASAR_CHECK_DIR": self.sandbox.inside("outputs", scratch)},
-        )  # fmt: skip
+        ro, env = {"outputs": scratch}, {"QUASAR_CHECK_DIR": self.sandbox.inside("outputs", scratch)}
+        if self.samples_dir is not None:
+            ro["timed"] = self.samples_dir
+            env["QUASAR_TIMED_DIR"] = self.sandbox.inside("timed", self.samples_dir)
+        self.checker = start_process(self.sandbox, "quasar.evaluation.checker", check_dir, ro, env=env)
         self.checker.send("start", device=report.device_type, quick=o.quick)
 
         # Fresh per evaluation (reported as `seed`), handed over only now, after the import.
@@ -467,16 +446,47 @@ class _Evaluation:
                 self._checker_call("cases", seed=case_seed, count=len(saved))["results"], report.cases
             )
         if failed is not None:
-            raise _fail_from_error(str(failed["error"]), f"case {failed.get('name')}")
+            raise fail_from_error(str(failed["error"]), f"case {failed.get('name')}")
 
-        timing, samples = self._time("entry", ping_ms, baseline=baseline)
+        if self.comparison is not None:
+            timing, samples = self._compare()
+        else:
+            timing, samples = self._time("entry", ping_ms, baseline=baseline)
         result = self.worker.process if self.worker else None
+        if self.comparison is not None:
+            result.thaw()
         self._worker_send_exit()
         if result is not None:
             self._absorb(result.finish(wait_s=10.0))
         results = self._checker_call("timed", seeds={str(k): v for k, v in samples.items()})["results"]
         self._judge(results, report.timed_checks)
         report.timing = timing
+
+    def _compare(self) -> tuple[Timing, dict[int, int]]:
+        """Trusted timing (``timed_runs``): alternating frozen-to-frozen batches against the baseline."""
+        from quasar.bench.suite import timing_spec
+
+        assert self.comparison is not None and self.worker is not None and self.baseline_worker is not None
+        self.comparison.attach("entry", self.worker)
+        outcome = self.comparison.run(self.baseline_worker, self.worker)
+        self.kernel_seconds += self.comparison.kernel_seconds
+        est, plan = outcome.estimate, self.plan
+        spec = timing_spec("cpu", self.o.quick)
+        calls = sorted(outcome.submission_ms)
+        self.report.wall["comparison"] = {
+            "pairs": est.pairs, "calls_per_batch": plan.slots, "submission_ms": outcome.submission_ms,
+            "baseline_ms": outcome.baseline_ms, "empty_batch_ms": outcome.empty_batch_ms,
+            "inside_ms": outcome.inside_ms,
+        }  # fmt: skip
+        timing = Timing(
+            shape=spec.shape_dict(), dtype=spec.dtype_name, device=self.report.device, median_ms=est.median_ms,
+            p10_ms=calls[len(calls) // 10], p90_ms=calls[min(len(calls) - 1, (9 * len(calls)) // 10)],
+            runs=est.pairs * plan.slots, input_sets=plan.slots, warmup=plan.warmup_pairs * plan.slots,
+            method="parent_clock_frozen_batches", baseline_ms=est.baseline_ms, speedup=est.speedup,
+            speedup_ci_low=est.ci_low, speedup_ci_high=est.ci_high, inconclusive=outcome.inconclusive,
+            tokens_per_s=spec.batch * spec.seq_len / (est.median_ms / 1e3) if est.median_ms > 0 else None,
+        )  # fmt: skip
+        return timing, outcome.samples
 
     def _checker_call_start(self) -> bool:
         checker = self.checker
@@ -488,7 +498,7 @@ class _Evaluation:
 
     def _worker_send_exit(self) -> None:
         assert self.worker is not None
-        with contextlib.suppress(_Gone):
+        with contextlib.suppress(Gone):
             self.worker.send("exit")
 
     def _startup_call(self, op: str, **data: Any) -> tuple[dict[str, Any], float]:
@@ -496,19 +506,19 @@ class _Evaluation:
         assert self.worker is not None
         try:
             reply, rtt = self.worker.call(op, self.worker.process.remaining(), **data)
-        except (_Gone, _Stop) as exc:
+        except (Gone, Stop) as exc:
             result = self.worker.process.finish(kill=True)
             self._absorb(result)
             if result.walls_failed:
                 # Before the submission's code is imported, only our walls can fail like this; the
                 # validator probes again before its next claim (and stops claiming if they stay broken).
                 forget_probes()
-                raise _Stop(VERDICT_ERROR, REASON_SANDBOX_UNAVAILABLE, "the sandbox could not be built: "
+                raise Stop(VERDICT_ERROR, REASON_SANDBOX_UNAVAILABLE, "the sandbox could not be built: "
                             f"{self.report.log_tail[-1500:]}") from None  # fmt: skip
-            raise _Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"the sandboxed worker failed to start: {exc}; "
+            raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"the sandboxed worker failed to start: {exc}; "
                         f"{self.report.log_tail[-1500:]}") from None  # fmt: skip
         if op != "ping" and not reply.get("ok"):
-            raise _Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"worker {op}: {reply.get('error')}")
+            raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"worker {op}: {reply.get('error')}")
         return reply, rtt
 
     def _time(self, target: str, ping_ms: float, baseline: Timing | None = None) -> Any:
@@ -531,14 +541,14 @@ class _Evaluation:
             seeds[i] = secrets.randbits(62)
             reply, _ = call("next", o.limits.wall_s, where, seed=seeds[i], save_previous=save_previous)
             if entry and reply.get("error"):
-                raise _fail_from_error(str(reply["error"]), f"timed run {i - 1}")
+                raise fail_from_error(str(reply["error"]), f"timed run {i - 1}")
             if i == self.warmup:
                 phase_start = time.perf_counter()
             reply, rtt = call("run", o.limits.wall_s, where)
             if not reply.get("ok"):
                 if entry:
-                    raise _fail_from_error(str(reply.get("error")), f"timed run {i}")
-                raise _Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline: {reply.get('error')}")
+                    raise fail_from_error(str(reply.get("error")), f"timed run {i}")
+                raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline: {reply.get('error')}")
             ms = float(reply.get("ms") or 0.0)
             if entry:
                 self.kernel_seconds += ms / 1e3
@@ -556,7 +566,7 @@ class _Evaluation:
             "next", o.limits.wall_s, where, seed=secrets.randbits(62), save_previous=save_previous
         )
         if entry and reply.get("error"):
-            raise _fail_from_error(str(reply["error"]), f"timed run {total - 1}")
+            raise fail_from_error(str(reply["error"]), f"timed run {total - 1}")
         assert phase_start is not None
         phase_ms = (time.perf_counter() - phase_start) * 1e3
         timing = self._timing(target, inside, rtts, ping_ms, phase_ms, sets, peak, baseline)
@@ -599,7 +609,7 @@ class _Evaluation:
             # reason to fail. The margin is loose because a shared machine adds scheduling noise.
             floor_ms = 1.0 if report.device_type == "cuda" else 10.0
             if outside_median - inside_median > max(inside_median, floor_ms / 10):
-                raise _Stop(
+                raise Stop(
                     VERDICT_FAIL, REASON_TIMING_MISMATCH,
                     f"the submission's calls took {outside_median:.3f} ms seen from outside the sandbox but "
                     f"{inside_median:.3f} ms inside: do not patch timers or defer work past the call",

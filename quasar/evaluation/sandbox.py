@@ -523,6 +523,12 @@ class Sandbox:
             "TRITON_CACHE_DIR": f"{tmp_inside}/triton",
             "XDG_CACHE_HOME": f"{tmp_inside}/cache",
             "QUASAR_SCRATCH": scratch_inside,
+            # glibc's allocator adapts its mmap and trim thresholds to what a process freed before,
+            # which made one worker's kernel 30-45% slower than the same kernel in a worker with
+            # another history (page faults on every large temporary). Fixed thresholds make a
+            # kernel's speed independent of what ran before it in the process.
+            "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+            "MALLOC_TRIM_THRESHOLD_": str(1 << 32),
         }
         # The driver still numbers devices physically, so the pinned index is the physical one; only
         # that device's node is mounted, so naming another index would find nothing.
@@ -637,6 +643,28 @@ def _make_world_readable(root: Path) -> None:
                 os.chmod(p, os.lstat(p).st_mode | 0o044)
 
 
+class FreezeFailed(Exception):
+    """The processes of a run could not all be stopped."""
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (or gone): state ``T``, ``t``, ``Z`` or ``X``."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                # "pid (comm) state ...": comm may hold spaces and parentheses; the state follows the last ')'.
+                state = f.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in "TtZX":
+            return False
+    return True
+
+
 class SandboxProcess:
     """A running sandboxed command: its stdin, its deadline, and :meth:`finish` to end and clean up."""
 
@@ -657,6 +685,7 @@ class SandboxProcess:
         self.timed_out = False
         self.scratch_exceeded = False
         self._finished: SandboxResult | None = None
+        self._stopped: set[int] = set()
         self._watch_stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
@@ -695,6 +724,52 @@ class SandboxProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self._cgroup is not None:
             self._cgroup.kill_all()
+
+    def processes(self) -> set[int]:
+        """Every process of the run as the host sees it: the wrapper and all its descendants (in a PID
+        namespace an orphan is adopted by the namespace's init, so it stays among them), and every
+        member of the run's cgroup."""
+        found = {self.proc.pid}
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            with contextlib.suppress(OSError):
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                        for child in map(int, f.read().split()):
+                            if child not in found:
+                                found.add(child)
+                                todo.append(child)
+        if self._cgroup is not None:
+            found |= self._cgroup.pids()
+        return found
+
+    def freeze(self, timeout_s: float = 5.0) -> None:
+        """Stop every process of the run (SIGSTOP, which no process can catch or ignore) and return
+        once every thread of each one is stopped; a process forked meanwhile is found on a later pass.
+        Raises :class:`FreezeFailed` if the run cannot be stopped within ``timeout_s``."""
+        stopped: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = self.processes()
+            for pid in current - stopped:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+            stopped |= current
+            self._stopped = stopped
+            if all(_all_threads_stopped(pid) for pid in current) and self.processes() <= stopped:
+                return
+            if time.monotonic() > deadline:
+                raise FreezeFailed(
+                    f"the run's {len(current)} processes did not all stop in {timeout_s:.0f} s"
+                )
+
+    def thaw(self) -> None:
+        """Let every process stopped by :meth:`freeze` run again."""
+        for pid in self._stopped | self.processes():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
+        self._stopped = set()
 
     def finish(self, *, kill: bool = False, wait_s: float | None = None) -> SandboxResult:
         """Wait for the command (up to its deadline, or ``wait_s``), kill what is left, clean up."""

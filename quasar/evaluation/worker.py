@@ -17,6 +17,12 @@ Commands, in the order the parent sends them:
 ``import``  imports the entry point from the repository.
 ``cases``   seed. Runs every correctness case and saves each ``(o, final_state)`` to the scratch
             dir with ``torch.save``; the trusted checker recomputes them elsewhere.
+``arena``   fd, slots, target (``baseline`` or ``entry``). Maps the parent's shared buffers of timed
+            runs (``arena``) from the inherited descriptor ``fd``.
+``batch``   slots. Calls the target on the inputs of each slot, back to back, and copies each output
+            into the slot. The parent writes the inputs while this process is frozen, thaws it, sends
+            ``batch``, freezes it again on the reply and only then reads the outputs: the whole span is
+            on the parent's clock, and nothing here runs outside it (CPU; see ``timed_runs``).
 ``exit``
 
 Outputs are saved only when they are plain ``torch.Tensor`` objects (a subclass could compute lazily
@@ -232,11 +238,53 @@ class Worker(CommandServer):
             peak = (torch.cuda.max_memory_allocated(self.device) - self._mem_before) / 2**20
         self.reply(ok=error is None, ms=ms, wall_ms=wall_ms, error=error, peak_mem_mb=peak)
 
+    def attach_arena(self, fd: int, slots: int, target: str) -> None:
+        from quasar.bench.suite import timing_spec
+        from quasar.evaluation.arena import Arena, slot_layout
+
+        spec = timing_spec(self.device.type, self.quick)
+        layout = slot_layout(spec.batch, spec.seq_len, spec.heads, spec.key_dim, spec.value_dim, spec.dtype)
+        self._arena = Arena.attach(fd, layout, slots)
+        if target == "baseline":
+            from quasar.kernels import chunk_quasar as fn
+        else:
+            fn = self.entry
+        self._target_fn = fn
+        self.reply(ok=True)
+
+    def batch(self, slots: list[int]) -> None:
+        torch = self.torch
+        arena = self._arena
+        error = None
+        t0 = _perf_counter()
+        try:
+            with torch.no_grad():
+                for slot in slots:
+                    q, k, v, beta = arena.inputs(slot)
+                    result = self._target_fn(q, k, v, beta, None, False, None)
+                    out = arena.output(slot)
+                    o = result[0] if isinstance(result, tuple | list) and len(result) == 2 else None
+                    if not isinstance(o, torch.Tensor):
+                        error = "bad_return_value: the kernel must return a tuple (o, final_state)"
+                    elif tuple(o.shape) != tuple(out.shape):
+                        error = f"wrong_shape: o has shape {list(o.shape)}, expected {list(out.shape)}"
+                    elif o.dtype != out.dtype:
+                        error = f"wrong_dtype: o has dtype {o.dtype}, expected {out.dtype}"
+                    if error is not None:
+                        break
+                    out.copy_(o)
+                    del result, o
+                self._sync()
+        except Exception as exc:
+            error = f"kernel_exception: {_short(exc)}"
+        # For the log only: the parent's clock is the one that counts.
+        self.reply(ok=error is None, error=error, inside_ms=(_perf_counter() - t0) * 1e3)
+
     def handlers(self) -> dict[str, Any]:
         return {
             "start": self.start, "import": self.do_import, "cases": self.cases,
             "time": self.time_begin, "next": self.time_next, "run": self.time_run,
-            "ping": lambda: self.reply(ok=True),
+            "arena": self.attach_arena, "batch": self.batch, "ping": lambda: self.reply(ok=True),
         }  # fmt: skip
 
     def describe_error(self, exc: Exception) -> str:

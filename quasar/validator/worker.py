@@ -124,6 +124,21 @@ def result_from_report(report: dict[str, Any]) -> JobResult:
         median_ms=_positive(report.get("median_ms")),
         baseline_ms=_positive(report.get("baseline_ms")),
         speedup=_positive(report.get("speedup")),
+        speedup_ci_low=_positive(report.get("speedup_ci_low")),
+        speedup_ci_high=_positive(report.get("speedup_ci_high")),
+        inconclusive=report["inconclusive"] if isinstance(report.get("inconclusive"), bool) else None,
+        evaluator_version=(
+            report["evaluator_version"]
+            if isinstance(report.get("evaluator_version"), str)
+            and re.fullmatch(r"[0-9A-Za-z._-]{1,32}", report["evaluator_version"])
+            else None
+        ),
+        baseline_id=(
+            report["baseline_id"]
+            if isinstance(report.get("baseline_id"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", report["baseline_id"])
+            else None
+        ),
         max_rel_error=(
             float(report["max_rel_error"])
             if isinstance(report.get("max_rel_error"), int | float) and math.isfinite(report["max_rel_error"])

@@ -232,3 +232,37 @@ def test_results_idempotent_conflicts_and_duplicates(api: ApiServer) -> None:
     missing = api.call(api.validators[2], "POST", "/v1/jobs/999999/result", body)
     assert missing.status_code == 404 and missing.json()["code"] == "job_not_found"
     api.close_rounds()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_speedup_counts_only_when_its_interval_clears_the_margin(start_api, backend: str) -> None:  # type: ignore[no-untyped-def]
+    api: ApiServer = start_api(backend, miners=5)
+    api.new_round()
+    bodies = {
+        "clear": result_body(speedup=1.5, speedup_ci_low=1.3, speedup_ci_high=1.7, inconclusive=False),
+        "straddles": result_body(speedup=1.5, speedup_ci_low=0.9, speedup_ci_high=2.0, inconclusive=False),
+        "inconclusive": result_body(speedup=1.6, speedup_ci_low=1.2, speedup_ci_high=2.0, inconclusive=True),
+        # A result from before intervals existed is judged by its speed-up alone.
+        "no_interval": result_body(speedup=1.2),
+    }
+    ids = {}
+    for (name, body), miner in zip(bodies.items(), api.miners[: len(bodies)], strict=True):
+        ids[name] = api.commit_and_reveal(miner)["id"]
+        job = claim(api, api.validators[0])
+        answer = api.call(api.validators[0], "POST", f"/v1/jobs/{job['job_id']}/result", body)
+        assert answer.status_code == 200, answer.text
+    entries = {e["submission_id"]: e for e in api.get("/v1/leaderboard").json()["entries"]}
+    counted = {name for name, sid in ids.items() if entries[sid]["counted"]}
+    assert counted == {"clear", "no_interval"}
+    clear = entries[ids["clear"]]
+    assert (clear["score_ci_low"], clear["score_ci_high"], clear["inconclusive"]) == (1.3, 1.7, False)
+    assert entries[ids["inconclusive"]]["inconclusive"] is True
+
+    # An interval upside down is refused, and nothing is written.
+    api.commit_and_reveal(api.miners[len(bodies)])
+    job = claim(api, api.validators[0])
+    before = api.snapshot()
+    bad = result_body(speedup=1.5, speedup_ci_low=1.7, speedup_ci_high=1.3)
+    answer = api.call(api.validators[0], "POST", f"/v1/jobs/{job['job_id']}/result", bad)
+    assert answer.status_code == 422, answer.text
+    assert api.snapshot() == before

@@ -257,6 +257,11 @@ def post_result(
             median_ms=result.median_ms,
             baseline_ms=result.baseline_ms,
             speedup=result.speedup,
+            speedup_ci_low=result.speedup_ci_low,
+            speedup_ci_high=result.speedup_ci_high,
+            inconclusive=result.inconclusive,
+            evaluator_version=result.evaluator_version,
+            baseline_id=result.baseline_id,
             max_rel_error=result.max_rel_error,
             peak_mem_mb=result.peak_mem_mb,
             kernel_tree_hash=result.kernel_tree_hash,
@@ -344,6 +349,10 @@ def refresh_submission(session: Session, sub: models.Submission) -> None:
         for r in passes
     ]
     sub.score = median(speedups)
+    sub.score_ci_low = median(r.speedup_ci_low for r in passes)
+    sub.score_ci_high = median(r.speedup_ci_high for r in passes)
+    flagged = [r.inconclusive for r in passes if r.inconclusive is not None]
+    sub.inconclusive = (sum(flagged) > len(flagged) - sum(flagged)) if flagged else None
     sub.median_ms = median(r.median_ms for r in passes)
     logit = [r.logit_verdict for r in passes if r.logit_verdict in ("pass", "fail")]
     sub.verified = (logit.count("pass") > logit.count("fail")) if logit else None

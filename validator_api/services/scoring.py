@@ -29,6 +29,9 @@ class Standing(Protocol):
     hotkey: str
     status: str
     score: float | None
+    score_ci_low: float | None
+    score_ci_high: float | None
+    inconclusive: bool | None
     median_ms: float | None
     correct: bool | None
     verified: bool | None
@@ -52,7 +55,12 @@ def is_counted(sub: Standing, settings: Settings) -> bool:
         return False
     if settings.enable_logit_verification and not sub.verified:
         return False
-    return sub.score >= 1.0 + settings.win_margin
+    # Where the evaluation measured an interval, its low end must clear the margin too, and an
+    # inconclusive measurement never counts (results without an interval are judged by the score).
+    if sub.inconclusive:
+        return False
+    threshold = 1.0 + settings.win_margin
+    return sub.score >= threshold and (sub.score_ci_low is None or sub.score_ci_low >= threshold)
 
 
 def _rank_key(sub: Standing) -> tuple[float, int, int]:
@@ -80,6 +88,9 @@ def _entry(sub: Standing, rank: int | None, counted: bool) -> schemas.Leaderboar
         hotkey=sub.hotkey,
         status=sub.status,  # type: ignore[arg-type]
         score=sub.score,
+        score_ci_low=sub.score_ci_low,
+        score_ci_high=sub.score_ci_high,
+        inconclusive=sub.inconclusive,
         median_ms=sub.median_ms,
         correct=sub.correct,
         verified=sub.verified,

@@ -193,3 +193,42 @@ def test_refuses_without_namespaces_unless_insecure_flag(
     finally:
         monkeypatch.undo()
         sandbox_module.forget_probes()
+
+
+def test_freeze_stops_every_process_and_thread_until_thaw(box: Sandbox, tmp_path: Path) -> None:
+    # A process with a busy thread and a forked child that also counts: while frozen nothing moves.
+    code = (
+        "import os, sys, threading, time\n"
+        "def tick(path):\n"
+        "    n = 0\n"
+        "    while True:\n"
+        "        n += 1\n"
+        "        open(path, 'w').write(str(n))\n"
+        "        time.sleep(0.005)\n"
+        "scratch = os.environ['QUASAR_SCRATCH']\n"
+        "if os.fork() == 0:\n"
+        "    tick(scratch + '/child')\n"
+        "threading.Thread(target=tick, args=(scratch + '/thread',), daemon=True).start()\n"
+        "print('ready', flush=True)\n"
+        "tick(scratch + '/main')\n"
+    )
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    process = box.start(_py(code), scratch=scratch)
+    try:
+        deadline = time.monotonic() + 20
+        names = ("main", "thread", "child")
+        while not all((scratch / n).exists() and (scratch / n).read_text() for n in names):
+            assert time.monotonic() < deadline, "the ticking processes did not start"
+            time.sleep(0.05)
+        process.freeze()
+        frozen = {n: (scratch / n).read_text() for n in names}
+        time.sleep(0.3)
+        assert {n: (scratch / n).read_text() for n in names} == frozen
+        assert len(process.processes()) >= 3  # the wrapper, the command and its child at least
+        process.thaw()
+        time.sleep(0.3)
+        moved = {n: (scratch / n).read_text() for n in names}
+        assert all(moved[n] != frozen[n] for n in names), (frozen, moved)
+    finally:
+        process.finish(kill=True)

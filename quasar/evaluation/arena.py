@@ -1,0 +1,119 @@
+"""Input and output buffers of timed runs, owned by the evaluation parent and shared with a worker.
+
+The parent creates one sealed memfd per worker (``Arena.create``), writes every run's fresh inputs
+into it while the worker is frozen, and reads the outputs back once the worker is frozen again; the
+worker maps the same memory from the inherited descriptor (``Arena.attach``), calls the kernel on the
+inputs of each slot and copies what it returned into the slot's outputs. So a run's inputs exist
+only inside the interval the parent times, and its outputs are judged exactly as they were when that
+interval closed: nothing of the harness runs outside it for the submission to move work into.
+
+The layout (``slot_layout``) follows from the case spec alone, so both sides compute it the same way.
+The seals (no shrinking, no growing, no new seals) keep a worker from truncating the memory under
+the parent. Standard library and torch only: the worker imports this module in the sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+from dataclasses import dataclass
+
+import torch
+
+_ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for n in self.shape:
+            count *= n
+        return count * torch.empty((), dtype=self.dtype).element_size()
+
+
+def slot_layout(
+    batch: int, seq_len: int, heads: int, key_dim: int, value_dim: int, dtype: torch.dtype
+) -> tuple[list[Field], int]:
+    """The fields of one slot (inputs q, k, v, beta; output o) and the slot's size in bytes.
+
+    Timed runs have no initial state and no packing (the benchmark shape), so a slot holds nothing else.
+    """
+    shapes = [
+        ("q", (batch, seq_len, heads, key_dim), dtype),
+        ("k", (batch, seq_len, heads, key_dim), dtype),
+        ("v", (batch, seq_len, heads, value_dim), dtype),
+        ("beta", (heads,), torch.float32),
+        ("o", (batch, seq_len, heads, value_dim), dtype),
+    ]
+    fields, offset = [], 0
+    for name, shape, dt in shapes:
+        f = Field(name, shape, dt, offset)
+        fields.append(f)
+        offset += -(-f.nbytes // _ALIGN) * _ALIGN
+    return fields, offset
+
+
+class Arena:
+    """``slots`` sets of timed-run buffers in one shared memory mapping."""
+
+    def __init__(self, fd: int, memory: mmap.mmap, fields: list[Field], slot_bytes: int, slots: int):
+        self.fd, self._memory = fd, memory
+        self.slots = slots
+        self.views: list[dict[str, torch.Tensor]] = []
+        for slot in range(slots):
+            base = slot * slot_bytes
+            self.views.append({
+                f.name: torch.frombuffer(
+                    memory, dtype=f.dtype, count=f.nbytes // torch.empty((), dtype=f.dtype).element_size(),
+                    offset=base + f.offset,
+                ).view(f.shape)
+                for f in fields
+            })  # fmt: skip
+
+    @classmethod
+    def create(cls, layout: tuple[list[Field], int], slots: int) -> Arena:
+        """A new sealed memfd of ``slots`` slots, every page touched (so charged to the parent)."""
+        fields, slot_bytes = layout
+        total = slot_bytes * slots
+        fd = os.memfd_create("quasar-timed-runs", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, total)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            memory = mmap.mmap(fd, total)
+        except BaseException:
+            os.close(fd)
+            raise
+        memory.write(b"\0" * total)
+        return cls(fd, memory, fields, slot_bytes, slots)
+
+    @classmethod
+    def attach(cls, fd: int, layout: tuple[list[Field], int], slots: int) -> Arena:
+        """The worker's side: map the inherited descriptor ``fd`` with the same layout."""
+        fields, slot_bytes = layout
+        total = slot_bytes * slots
+        if os.fstat(fd).st_size != total:
+            raise ValueError(f"the shared buffers hold {os.fstat(fd).st_size} bytes, expected {total}")
+        return cls(fd, mmap.mmap(fd, total), fields, slot_bytes, slots)
+
+    def inputs(self, slot: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        view = self.views[slot]
+        return view["q"], view["k"], view["v"], view["beta"]
+
+    def output(self, slot: int) -> torch.Tensor:
+        return self.views[slot]["o"]
+
+    def close(self) -> None:
+        self.views.clear()
+        # A tensor somewhere may still view the mapping; then it goes when the last view does.
+        with contextlib.suppress(BufferError):
+            self._memory.close()
+        os.close(self.fd)
