@@ -196,6 +196,12 @@ class LogitCheck(WireModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+#: Shapes of a result's identifiers; the validator checks a report against the same ones.
+TREE_HASH_PATTERN = r"^[0-9a-f]{40,64}$"
+EVALUATOR_VERSION_PATTERN = r"^[0-9A-Za-z._-]{1,32}$"
+BASELINE_ID_PATTERN = r"^[0-9a-f]{64}$"
+
+
 class JobResult(RequestModel):
     verdict: Verdict
     reason: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -208,13 +214,13 @@ class JobResult(RequestModel):
     inconclusive: bool | None = Field(
         None, description="The interval still straddled 1 + WIN_MARGIN after the most batches allowed: never counts."
     )
-    evaluator_version: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z._-]{1,32}$")] | None = None
-    baseline_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+    evaluator_version: Annotated[str, StringConstraints(pattern=EVALUATOR_VERSION_PATTERN)] | None = None
+    baseline_id: Annotated[str, StringConstraints(pattern=BASELINE_ID_PATTERN)] | None = Field(
         None, description="sha256 of the baseline's sources the speed-up was measured against."
     )
     max_rel_error: float | None = Field(None, ge=0)
     peak_mem_mb: float | None = Field(None, ge=0)
-    kernel_tree_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40,64}$")] | None = None
+    kernel_tree_hash: Annotated[str, StringConstraints(pattern=TREE_HASH_PATTERN)] | None = None
     sandbox: str | None = Field(
         None, max_length=200, description="Where the submission ran, e.g. 'bwrap, cgroup v2, uid 65534, seccomp'."
     )

@@ -144,9 +144,10 @@ def worst_slice_error(
     return float(rel.flatten()[flat].item()), divmod(flat, rel.shape[1])
 
 
-def _check_tensor(
+def check_tensor(
     value: Any, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device
 ) -> CheckOutcome | None:
+    """Why ``value`` is not a ``shape``/``dtype`` tensor on ``device`` (a failed outcome), or None."""
     if not isinstance(value, torch.Tensor):
         return CheckOutcome(False, REASON_BAD_RETURN, f"{name} is {type(value).__name__}, expected a tensor")
     if tuple(value.shape) != tuple(shape):
@@ -181,9 +182,9 @@ def check_result(
     if not isinstance(result, tuple | list) or len(result) != 2:
         return CheckOutcome(False, REASON_BAD_RETURN, "the kernel must return a tuple (o, final_state)")
     o, final = result
-    bad = _check_tensor(o, "o", expected_o.shape, out_dtype, device)
+    bad = check_tensor(o, "o", expected_o.shape, out_dtype, device)
     if bad is None and expected_final is not None:
-        bad = _check_tensor(final, "final_state", expected_final.shape, torch.float32, device)
+        bad = check_tensor(final, "final_state", expected_final.shape, torch.float32, device)
     if bad is not None:
         return bad
     returned = [o] + ([final] if expected_final is not None else [])

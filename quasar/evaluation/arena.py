@@ -9,18 +9,21 @@ interval closed: nothing of the harness runs outside it for the submission to mo
 
 The layout (``slot_layout``) follows from the case spec alone, so both sides compute it the same way.
 The seals (no shrinking, no growing, no new seals) keep a worker from truncating the memory under
-the parent. Standard library and torch only: the worker imports this module in the sandbox.
+the parent. The worker imports this module in the sandbox: standard library, torch and ``quasar.bench``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import mmap
 import os
 from dataclasses import dataclass
 
 import torch
+
+from quasar.bench.cases import CaseSpec
 
 _ALIGN = 64
 
@@ -33,26 +36,25 @@ class Field:
     offset: int
 
     @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
     def nbytes(self) -> int:
-        count = 1
-        for n in self.shape:
-            count *= n
-        return count * torch.empty((), dtype=self.dtype).element_size()
+        return self.numel * torch.empty((), dtype=self.dtype).element_size()
 
 
-def slot_layout(
-    batch: int, seq_len: int, heads: int, key_dim: int, value_dim: int, dtype: torch.dtype
-) -> tuple[list[Field], int]:
-    """The fields of one slot (inputs q, k, v, beta; output o) and the slot's size in bytes.
-
-    Timed runs have no initial state and no packing (the benchmark shape), so a slot holds nothing else.
-    """
+def slot_layout(spec: CaseSpec) -> tuple[list[Field], int]:
+    """The fields of one slot for timed runs of ``spec`` (inputs q, k, v, beta; output o) and the
+    slot's size in bytes. Timed runs have no initial state and no packing (the benchmark shape), so a
+    slot holds nothing else."""
+    b, t, h = spec.batch, spec.seq_len, spec.heads
     shapes = [
-        ("q", (batch, seq_len, heads, key_dim), dtype),
-        ("k", (batch, seq_len, heads, key_dim), dtype),
-        ("v", (batch, seq_len, heads, value_dim), dtype),
-        ("beta", (heads,), torch.float32),
-        ("o", (batch, seq_len, heads, value_dim), dtype),
+        ("q", (b, t, h, spec.key_dim), spec.dtype),
+        ("k", (b, t, h, spec.key_dim), spec.dtype),
+        ("v", (b, t, h, spec.value_dim), spec.dtype),
+        ("beta", (h,), torch.float32),
+        ("o", (b, t, h, spec.value_dim), spec.dtype),
     ]
     fields, offset = [], 0
     for name, shape, dt in shapes:
@@ -72,10 +74,7 @@ class Arena:
         for slot in range(slots):
             base = slot * slot_bytes
             self.views.append({
-                f.name: torch.frombuffer(
-                    memory, dtype=f.dtype, count=f.nbytes // torch.empty((), dtype=f.dtype).element_size(),
-                    offset=base + f.offset,
-                ).view(f.shape)
+                f.name: torch.frombuffer(memory, dtype=f.dtype, count=f.numel, offset=base + f.offset).view(f.shape)
                 for f in fields
             })  # fmt: skip
 

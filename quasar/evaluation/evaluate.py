@@ -24,6 +24,7 @@ The sequence, and why it is in this order:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 import shutil
@@ -58,7 +59,7 @@ from .sandbox import (
     detect,
     forget_probes,
 )
-from .timed_runs import ComparisonPlan
+from .timed_runs import ComparisonPlan, TimedComparison
 
 if TYPE_CHECKING:
     from quasar.config import Settings
@@ -86,8 +87,10 @@ _LOG_TAIL_CHARS = 4000
 EVALUATOR_VERSION = "2026.12.03"
 
 
+@functools.cache
 def baseline_id() -> str:
-    """sha256 of the trusted baseline's sources (``quasar/kernels``): what the speed-up is against."""
+    """sha256 of the trusted baseline's sources (``quasar/kernels``): what the speed-up is against.
+    Read once per process: a validator whose code changes restarts."""
     import hashlib
 
     import quasar.kernels
@@ -187,6 +190,11 @@ class EvaluationReport(BenchReport):
             if e is not None
         ]
         return max(errors) if errors else None
+
+
+def _percentile(sorted_ms: list[float], p: int) -> float:
+    """The ``p``-th percentile of an ascending list, by rank (no interpolation)."""
+    return sorted_ms[min(len(sorted_ms) - 1, p * len(sorted_ms) // 100)]
 
 
 def _death_reason(result: SandboxResult, what: str, *, hung: bool = False) -> tuple[str, str]:
@@ -345,8 +353,6 @@ class _Evaluation:
         if self.trusted_timing:
             from quasar.bench.suite import timing_spec
 
-            from .timed_runs import TimedComparison
-
             self.samples_dir = self.work / "timed"
             self.samples_dir.mkdir()
             self.comparison = TimedComparison(
@@ -480,7 +486,7 @@ class _Evaluation:
         }  # fmt: skip
         timing = Timing(
             shape=spec.shape_dict(), dtype=spec.dtype_name, device=self.report.device, median_ms=est.median_ms,
-            p10_ms=calls[len(calls) // 10], p90_ms=calls[min(len(calls) - 1, (9 * len(calls)) // 10)],
+            p10_ms=_percentile(calls, 10), p90_ms=_percentile(calls, 90),
             runs=est.pairs * plan.slots, input_sets=plan.slots, warmup=plan.warmup_pairs * plan.slots,
             method="parent_clock_frozen_batches", baseline_ms=est.baseline_ms, speedup=est.speedup,
             speedup_ci_low=est.ci_low, speedup_ci_high=est.ci_high, inconclusive=outcome.inconclusive,
@@ -625,7 +631,7 @@ class _Evaluation:
         median = charged_ms
         timing = Timing(
             shape=spec.shape_dict(), dtype=spec.dtype_name, device=report.device, median_ms=median,
-            p10_ms=samples[max(0, len(samples) // 10)], p90_ms=samples[min(len(samples) - 1, (9 * len(samples)) // 10)],
+            p10_ms=_percentile(samples, 10), p90_ms=_percentile(samples, 90),
             runs=len(inside), input_sets=sets, warmup=self.warmup, peak_mem_mb=peak, wall_median_ms=outside_median,
             method="cuda_events+parent_clock" if report.device_type == "cuda" else "perf_counter+parent_clock",
             tokens_per_s=spec.batch * spec.seq_len / (median / 1e3) if median > 0 else None,

@@ -76,10 +76,6 @@ class Comparison:
     inside_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
-def layout_for(spec: CaseSpec) -> tuple[list, int]:
-    return slot_layout(spec.batch, spec.seq_len, spec.heads, spec.key_dim, spec.value_dim, spec.dtype)
-
-
 class TimedComparison:
     """Alternating batches of the baseline and the submission in their own sandboxed workers."""
 
@@ -91,7 +87,7 @@ class TimedComparison:
         raising :class:`Stop` for a dead or hung worker (the caller knows how to word that)."""
         self.spec, self.plan, self.threshold, self.sample_dir = spec, plan, threshold, sample_dir
         self._call = call
-        layout = layout_for(spec)
+        layout = slot_layout(spec)
         self.arenas = {
             "baseline": Arena.create(layout, plan.slots),
             "entry": Arena.create(layout, plan.slots),

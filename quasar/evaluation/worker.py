@@ -242,9 +242,7 @@ class Worker(CommandServer):
         from quasar.bench.suite import timing_spec
         from quasar.evaluation.arena import Arena, slot_layout
 
-        spec = timing_spec(self.device.type, self.quick)
-        layout = slot_layout(spec.batch, spec.seq_len, spec.heads, spec.key_dim, spec.value_dim, spec.dtype)
-        self._arena = Arena.attach(fd, layout, slots)
+        self._arena = Arena.attach(fd, slot_layout(timing_spec(self.device.type, self.quick)), slots)
         if target == "baseline":
             from quasar.kernels import chunk_quasar as fn
         else:
@@ -253,6 +251,8 @@ class Worker(CommandServer):
         self.reply(ok=True)
 
     def batch(self, slots: list[int]) -> None:
+        from quasar.bench.check import check_tensor
+
         torch = self.torch
         arena = self._arena
         error = None
@@ -263,14 +263,13 @@ class Worker(CommandServer):
                     q, k, v, beta = arena.inputs(slot)
                     result = self._target_fn(q, k, v, beta, None, False, None)
                     out = arena.output(slot)
-                    o = result[0] if isinstance(result, tuple | list) and len(result) == 2 else None
-                    if not isinstance(o, torch.Tensor):
+                    if not isinstance(result, tuple | list) or len(result) != 2:
                         error = "bad_return_value: the kernel must return a tuple (o, final_state)"
-                    elif tuple(o.shape) != tuple(out.shape):
-                        error = f"wrong_shape: o has shape {list(o.shape)}, expected {list(out.shape)}"
-                    elif o.dtype != out.dtype:
-                        error = f"wrong_dtype: o has dtype {o.dtype}, expected {out.dtype}"
-                    if error is not None:
+                        break
+                    o = result[0]
+                    bad = check_tensor(o, "o", out.shape, out.dtype, out.device)
+                    if bad is not None:
+                        error = f"{bad.reason}: {bad.detail}"
                         break
                     out.copy_(o)
                     del result, o

@@ -24,7 +24,14 @@ from typing import Any, Protocol
 
 from quasar.config import Settings
 from quasar.metrics import validator_metrics
-from quasar.schemas import Job, JobResult, LogitCheck
+from quasar.schemas import (
+    BASELINE_ID_PATTERN,
+    EVALUATOR_VERSION_PATTERN,
+    TREE_HASH_PATTERN,
+    Job,
+    JobResult,
+    LogitCheck,
+)
 
 log = logging.getLogger("quasar.validator.worker")
 
@@ -86,6 +93,11 @@ def evaluation_options(settings: Settings, device: Device) -> Any:
     return EvaluationOptions.from_settings(settings, device=device.kind, gpu_index=device.index)
 
 
+def _matching(value: Any, pattern: str) -> str | None:
+    """``value`` when it is a string of the wire schema's ``pattern``, else None (dropped, not refused)."""
+    return value if isinstance(value, str) and re.fullmatch(pattern, value) else None
+
+
 def _positive(value: Any) -> float | None:
     if isinstance(value, int | float) and math.isfinite(value) and value > 0:
         return float(value)
@@ -116,7 +128,6 @@ def result_from_report(report: dict[str, Any]) -> JobResult:
         verdict, reason = "error", REASON_VALIDATOR_ERROR
     else:
         reason = _reason(report.get("reason"), REASON_OK if verdict == "pass" else REASON_VALIDATOR_ERROR)
-    tree = report.get("kernel_tree_hash")
     return JobResult(
         verdict=verdict,
         reason=reason,
@@ -127,18 +138,8 @@ def result_from_report(report: dict[str, Any]) -> JobResult:
         speedup_ci_low=_positive(report.get("speedup_ci_low")),
         speedup_ci_high=_positive(report.get("speedup_ci_high")),
         inconclusive=report["inconclusive"] if isinstance(report.get("inconclusive"), bool) else None,
-        evaluator_version=(
-            report["evaluator_version"]
-            if isinstance(report.get("evaluator_version"), str)
-            and re.fullmatch(r"[0-9A-Za-z._-]{1,32}", report["evaluator_version"])
-            else None
-        ),
-        baseline_id=(
-            report["baseline_id"]
-            if isinstance(report.get("baseline_id"), str)
-            and re.fullmatch(r"[0-9a-f]{64}", report["baseline_id"])
-            else None
-        ),
+        evaluator_version=_matching(report.get("evaluator_version"), EVALUATOR_VERSION_PATTERN),
+        baseline_id=_matching(report.get("baseline_id"), BASELINE_ID_PATTERN),
         max_rel_error=(
             float(report["max_rel_error"])
             if isinstance(report.get("max_rel_error"), int | float) and math.isfinite(report["max_rel_error"])
@@ -149,7 +150,7 @@ def result_from_report(report: dict[str, Any]) -> JobResult:
             if isinstance(report.get("peak_mem_mb"), int | float) and report["peak_mem_mb"] >= 0
             else None
         ),
-        kernel_tree_hash=tree if isinstance(tree, str) and re.fullmatch(r"[0-9a-f]{40,64}", tree) else None,
+        kernel_tree_hash=_matching(report.get("kernel_tree_hash"), TREE_HASH_PATTERN),
         sandbox=str(report["sandbox"])[:200] if report.get("sandbox") else None,
         report=_trimmed_report(report),
     )

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from quasar.bench.cases import CaseSpec
 from quasar.evaluation.arena import Arena, slot_layout
 from quasar.evaluation.sandbox import Sandbox, SandboxLimits, SandboxUnavailable, detect
 from quasar.evaluation.timing_stats import estimate
 
-LAYOUT = slot_layout(1, 64, 2, 8, 8, torch.float16)
+SPEC = CaseSpec("slot", 1, 64, 2, 8, 8, torch.float16)
+LAYOUT = slot_layout(SPEC)
 
 
 def test_layout_is_aligned_and_sized() -> None:
@@ -46,8 +48,10 @@ def test_a_sandboxed_process_reads_inputs_and_writes_outputs(tmp_path: Path) -> 
         q.copy_(torch.arange(q.numel()).view(q.shape).to(q.dtype))
         code = (
             "import sys, torch\n"
+            "from quasar.bench.cases import CaseSpec\n"
             "from quasar.evaluation.arena import Arena, slot_layout\n"
-            "a = Arena.attach(int(sys.argv[1]), slot_layout(1, 64, 2, 8, 8, torch.float16), 2)\n"
+            "spec = CaseSpec('slot', 1, 64, 2, 8, 8, torch.float16)\n"
+            "a = Arena.attach(int(sys.argv[1]), slot_layout(spec), 2)\n"
             "q = a.inputs(1)[0]\n"
             "a.output(1).copy_(q * 2)\n"
         )
