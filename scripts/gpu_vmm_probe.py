@@ -1,5 +1,6 @@
-"""Probe (written 2026-12-03, not yet run: no GPU was lent): can the evaluation parent share GPU
-memory it owns with a worker inside the sandbox?
+"""Probe: can the evaluation parent share GPU memory it owns with a worker inside the sandbox?
+
+Run on an H200 on 2026-12-03: yes, at full bandwidth (docs/benchmarks.md).
 
 The trusted timing of CPU runs (``quasar/evaluation/timed_runs.py``) needs, on GPU, device buffers the
 parent owns and the sandboxed worker maps. torch's CUDA IPC handles do not cross PID namespaces;
