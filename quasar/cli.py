@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -54,7 +55,8 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    # soft_wrap: one line however narrow the terminal, so it can be grepped and copied whole.
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -65,8 +67,20 @@ def _print_json(data: Any) -> None:
 def _settings() -> Settings:
     try:
         return get_settings()
-    except Exception as exc:  # pydantic's ValidationError names the bad variable
+    except ValidationError as exc:
+        _fail(f"invalid settings: {_setting_errors(exc)}", 2)
+    except Exception as exc:
         _fail(f"invalid settings: {exc}", 2)
+
+
+def _setting_errors(exc: ValidationError) -> str:
+    """Each refused setting as `NAME: reason`, on one line (pydantic's own text spans several)."""
+    parts = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"]).upper()
+        reason = error["msg"].removeprefix("Value error, ")
+        parts.append(reason if not name or reason.startswith(name) else f"{name}: {reason}")
+    return "; ".join(parts)
 
 
 # --- the Validator API -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "blocks_until_reveal": 5,
         "reveal_window_blocks": 100,
         "round_blocks": 120,
+        "finalize_grace_blocks": 30,
         "evaluations_per_submission": 1,
         "auto_rounds": True,
         "min_validator_stake": 0.0,
@@ -39,6 +40,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "blocks_until_reveal": 100,
         "reveal_window_blocks": 600,
         "round_blocks": 7200,
+        "finalize_grace_blocks": 300,
         "evaluations_per_submission": 3,
         "auto_rounds": True,
         "min_validator_stake": 1000.0,
@@ -47,12 +49,59 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: What a right DATABASE_URL looks like, for error messages.
+DATABASE_URL_EXAMPLE = "postgresql://user:password@host:5432/quasar (or sqlite:///path/to/validator_api.db)"
+#: The spellings of a PostgreSQL URL people bring: Render and Heroku hand out postgres://, the
+#: original subnet used psycopg2. All go through psycopg 3, the driver this project installs.
+_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg")
+_SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
+
+
+def normalise_database_url(url: str) -> str:
+    """`url` with any PostgreSQL spelling rewritten to the installed driver (postgresql+psycopg://).
+
+    The one place a DATABASE_URL is interpreted: the settings, the engine and the migrations all
+    call it. Anything but PostgreSQL or SQLite raises ValueError with a one-line reason that never
+    repeats the URL (it may hold a password).
+    """
+    from sqlalchemy.engine import make_url  # here: only the API and its CLI need SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
+    example = f"e.g. DATABASE_URL={DATABASE_URL_EXAMPLE}"
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or not scheme:
+        raise ValueError(f"DATABASE_URL is not a URL; {example}")
+    if scheme in _POSTGRES_SCHEMES:
+        if not rest:
+            raise ValueError(f"DATABASE_URL names no server after {scheme}://; {example}")
+        url = "postgresql+psycopg://" + rest
+    elif scheme not in _SQLITE_SCHEMES:
+        raise ValueError(
+            f"DATABASE_URL is a {scheme}:// URL, which the API cannot use (it runs on PostgreSQL through "
+            f"psycopg 3, or SQLite); {example}"
+        )
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):  # e.g. a port that is not a number
+        raise ValueError(
+            f"DATABASE_URL is not a valid {scheme}:// URL (a port that is not a number? special characters "
+            f"in the password must be percent-encoded); {example}"
+        ) from None
+    return url
+
 
 class Settings(BaseSettings):
     """All settings. Field names are the lower-case form of the environment variable names."""
 
+    # hide_input_in_errors: a refused value may be a DATABASE_URL with its password in it.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
     )
 
     # --- where local state lives -------------------------------------------------------------
@@ -89,7 +138,9 @@ class Settings(BaseSettings):
 
     # --- Validator API -------------------------------------------------------------------------
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default sqlite under QUASAR_HOME. postgres:// is accepted."
+        None,
+        description="PostgreSQL or SQLite URL; default sqlite under QUASAR_HOME. postgres://, postgresql://, "
+        "postgresql+psycopg2:// and postgresql+psycopg:// all use psycopg 3.",
     )
     validator_api_url: str = "http://localhost:8000"
     host: str = "0.0.0.0"
@@ -113,6 +164,14 @@ class Settings(BaseSettings):
         None, description="Blocks after the reveal block a reveal is accepted."
     )
     round_blocks: int | None = Field(None, description="Length of an automatically opened round.")
+    finalize_grace_blocks: int | None = Field(
+        None, ge=0,
+        description="Blocks past a round's end that automatic finalizing waits for its evaluations to finish.",
+    )  # fmt: skip
+    outlier_tolerance: float = Field(
+        0.25, gt=0,
+        description="A validator's speed-up further than this (relative) from the others' median is flagged.",
+    )  # fmt: skip
     auto_rounds: bool | None = Field(None, description="Open and finalize rounds automatically.")
     target_sequence_length: int = Field(100_000, description="T of the benchmark shape.")
     auth_max_age_seconds: float = Field(30.0, description="Freshness window of signed requests.")
@@ -323,13 +382,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:
-        # Render and Heroku hand out postgres:// URLs; SQLAlchemy needs the driver named.
-        if value is None:
-            return None
-        for prefix in ("postgres://", "postgresql://"):
-            if value.startswith(prefix):
-                return "postgresql+psycopg://" + value[len(prefix) :]
-        return value
+        return None if value is None else normalise_database_url(value)
 
     @model_validator(mode="after")
     def _apply_profile(self) -> Settings:

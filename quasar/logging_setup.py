@@ -19,12 +19,44 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "TEXT_FORMAT", "configure_logging", "request_id_var"]
+__all__ = ["JsonFormatter", "TEXT_FORMAT", "configure_logging", "log_safe", "request_id_var"]
 
 #: The id of the request being served in this context (None outside a request).
 request_id_var: ContextVar[str | None] = ContextVar("quasar_request_id", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Longest request-controlled string a log line carries; the rest is counted, not written.
+LOG_VALUE_LIMIT = 512
+
+
+def log_safe(value: object) -> str:
+    """`value` fit for one log line: control and other unprintable characters (CR, LF, ESC, U+2028 ...)
+    and backslashes escaped Python-style, and cut at LOG_VALUE_LIMIT characters.
+
+    For every request-controlled string that is logged (path, headers): a decoded `%0a` in a path
+    would otherwise start a forged line, and an escape sequence would rewrite the terminal.
+    """
+    text = str(value)
+    cut = len(text) - LOG_VALUE_LIMIT
+    if cut > 0:
+        text = text[:LOG_VALUE_LIMIT]
+    if not text.isprintable() or "\\" in text:
+        text = "".join(ch if ch.isprintable() and ch != "\\" else _escaped(ch) for ch in text)
+    return text + f"...(+{cut} chars)" if cut > 0 else text
+
+
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and goes into the JSON.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -6,11 +6,14 @@ salts are lowercase hex, blocks are ints, times are ISO-8601 UTC.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from quasar.urlpolicy import MAX_URL_LENGTH
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -30,10 +33,47 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class RequestModel(BaseModel):
-    """Request bodies refuse unknown fields, so a typo is an error rather than silently ignored."""
+#: How deep JSON containers may nest in a request body, the body itself being the first level.
+MAX_JSON_DEPTH = 32
 
-    model_config = ConfigDict(extra="forbid")
+
+def check_json_value(value: Any, where: str, depth: int = 1) -> None:
+    """Raise ValueError if `value` (parsed JSON) holds a non-finite number or nests past MAX_JSON_DEPTH.
+
+    Python's json reads `Infinity`, `NaN` and `1e400` (as inf) and nests as deep as its recursion
+    allows; neither survives the database (PostgreSQL's JSON has no Infinity; deep values break
+    serialisation), so both are refused where the body comes in.
+    """
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{where} holds {value}, not a finite number (JSON has no Infinity or NaN, and 1e400 "
+                "overflows a double); send finite numbers"
+            )
+        return
+    if not isinstance(value, dict | list):
+        return
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{where} nests deeper than {MAX_JSON_DEPTH} levels; send flatter JSON")
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
+        check_json_value(item, where, depth + 1)
+
+
+class RequestModel(BaseModel):
+    """Request bodies refuse unknown fields (a typo is an error, not silently ignored), non-finite
+    numbers and JSON nested past MAX_JSON_DEPTH, in typed fields and free-form ones alike."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_and_shallow(cls, data: Any) -> Any:
+        # Before the fields are read: free-form dicts (a result's report) get no other check.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                check_json_value(value, str(key)[:64], depth=2)
+        return data
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -129,9 +169,9 @@ class CommitResponse(WireModel):
 
 
 class RevealPayload(RequestModel):
-    repo_url: str = Field(min_length=1, max_length=512)
+    repo_url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
     commit_sha: CommitSha
-    inference_url: str | None = Field(None, max_length=512)
+    inference_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
 
     @field_validator("commit_sha", mode="before")
     @classmethod
@@ -183,6 +223,9 @@ class Job(WireModel):
     attempt: int
     lease_expires_at: datetime
     lease_seconds: int
+    win_margin: float = Field(
+        description="The API's WIN_MARGIN: the evaluation measures until its interval is clear of 1 + this."
+    )
 
 
 class Heartbeat(WireModel):
@@ -235,6 +278,25 @@ class JobResult(RequestModel):
         return self
 
 
+class ValidatorResult(WireModel):
+    """One validator's result on a submission, as the API recorded it (public, for audit)."""
+
+    validator_hotkey: str
+    attempt: int
+    verdict: Verdict
+    reason: str
+    speedup: float | None = Field(None, description="Recomputed by the API: baseline_ms / median_ms.")
+    speedup_ci_low: float | None = None
+    speedup_ci_high: float | None = None
+    median_ms: float | None = None
+    baseline_ms: float | None = None
+    evaluator_version: str | None = None
+    outlier: bool | None = Field(
+        None, description="This result disagrees with at least two other validators' on the same submission."
+    )
+    created_at: datetime
+
+
 class JobResultAccepted(WireModel):
     job_id: int
     submission_id: int
@@ -254,6 +316,9 @@ class LeaderboardEntry(WireModel):
     correct: bool | None
     verified: bool | None
     counted: bool
+    #: Validators that judged it, and how many must before it counts.
+    evaluations: int = 0
+    evaluations_required: int = 1
     reason: str | None = None
     sandbox: str | None = None
     commit_block: int

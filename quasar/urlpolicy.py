@@ -29,7 +29,8 @@ Never allowed, in either mode: ssh, ``git://`` and any other scheme; scp-like ``
 anything starting with ``-`` (it would reach git as an option); userinfo (credentials would be
 published with the submission); control characters, whitespace or backslashes (parsers disagree on
 them); IPv6 zone ids; relative paths (the validator runs in another directory); git's
-``transport::address`` syntax.
+``transport::address`` syntax; a host over 253 characters or a label over 63 once IDNA-encoded; a
+URL over MAX_URL_LENGTH (512) characters as sent or once normalised.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ __all__ = ["UrlKind", "UrlNotAllowed", "check_url", "is_public_ip", "resolve_and
 UrlKind = Literal["repo", "inference"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-MAX_URL_LENGTH = 2048
+#: Longest URL, as sent and once normalised: the API stores repo and inference URLs in 512-character
+#: columns, and IDNA can triple a host's length ("ñ" is "xn--ida").
+MAX_URL_LENGTH = 512
+#: DNS limits (RFC 1035), checked on the IDNA-encoded host.
+MAX_HOST_LENGTH = 253
+MAX_LABEL_LENGTH = 63
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _GIT_TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
 # Names that resolve inside the machine or its site network by convention.
@@ -100,6 +106,11 @@ def _refuse(code: str, detail: str) -> UrlNotAllowed:
     return UrlNotAllowed(code, detail)
 
 
+def _shown(text: str) -> str:
+    """`text` for an error message: a 500-character host would bury the reason."""
+    return text if len(text) <= 64 else text[:60] + "…"
+
+
 def _check_characters(url: str) -> None:
     if not url:
         raise _refuse("invalid_url", "the URL is empty; send an https:// URL of your repository")
@@ -133,9 +144,21 @@ def _parse_host(parts: SplitResult) -> tuple[str, IPAddress | None]:
     try:
         ascii_host = host.encode("idna").decode("ascii").lower().rstrip(".")
     except UnicodeError:
-        raise _refuse("invalid_url", f"'{host}' is not a valid host name") from None
+        # Python's IDNA codec refuses empty labels and labels over 63 characters once encoded.
+        raise _refuse(
+            "invalid_url",
+            f"'{_shown(host)}' is not a valid host name: each label (between dots) must be 1 to "
+            f"{MAX_LABEL_LENGTH} characters once IDNA-encoded",
+        ) from None
     if not ascii_host or not re.fullmatch(r"[a-z0-9._-]+", ascii_host):
-        raise _refuse("invalid_url", f"'{host}' is not a valid host name")
+        raise _refuse("invalid_url", f"'{_shown(host)}' is not a valid host name")
+    if len(ascii_host) > MAX_HOST_LENGTH:
+        raise _refuse(
+            "invalid_url",
+            f"the host name is {len(ascii_host)} characters once IDNA-encoded; at most {MAX_HOST_LENGTH}",
+        )
+    if any(len(label) > MAX_LABEL_LENGTH for label in ascii_host.split(".")):
+        raise _refuse("invalid_url", f"a label of the host name is over {MAX_LABEL_LENGTH} characters")
     if _LOOSE_IPV4.fullmatch(ascii_host):
         try:
             ip4 = ipaddress.IPv4Address(socket.inet_aton(ascii_host))
@@ -259,7 +282,13 @@ def check_url(url: str, *, dev_mode: bool, allowed_hosts: Sequence[str], kind: U
                 )
 
     netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    return urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+    normalised = urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+    if len(normalised) > MAX_URL_LENGTH:
+        raise _refuse(
+            "invalid_url",
+            f"the URL is {len(normalised)} characters once normalised (IDNA host); at most {MAX_URL_LENGTH}",
+        )
+    return normalised
 
 
 Resolver = Callable[..., list[tuple[Any, ...]]]

@@ -162,3 +162,12 @@ class Roles:
                 )
                 + "; only validators may call this endpoint",
             )
+
+
+def conflicted_hotkeys(validator: str, metagraph: Metagraph) -> frozenset[str]:
+    """The miner hotkeys ``validator`` may not judge: its own, and every hotkey of its coldkey when
+    the metagraph names coldkeys (one operator's miner and validator are one interest)."""
+    neuron = metagraph.get(validator)
+    coldkey = None if neuron is None else neuron.coldkey
+    siblings = {n.hotkey for n in metagraph.neurons if coldkey is not None and n.coldkey == coldkey}
+    return frozenset({validator, *siblings})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from quasar.config import Settings
 from quasar.schemas import RoundBest
 from validator_api import models
 from validator_api.services.rounds import shown_round
-from validator_api.services.scoring import leaderboard_entries
+from validator_api.services.scoring import leaderboard_entries, round_validators
 
 #: Rounds the chart shows (the newest ones).
 CHART_ROUNDS = 30
@@ -108,7 +109,7 @@ def gather(session: Session, settings: Settings, block: int | None) -> Dashboard
     if rnd is not None:
         subs = session.scalars(select(models.Submission).where(models.Submission.round_id == rnd.id)).all()
         by_id = {s.id: s for s in subs}
-        for entry in leaderboard_entries(subs, settings):
+        for entry in leaderboard_entries(subs, settings, round_validators(session, rnd.id)):
             sub = by_id[entry.submission_id]
             data.rows.append(
                 Row(
@@ -272,14 +273,17 @@ def _leaderboard_section(data: DashboardData) -> str:
 
 
 def _nice_max(value: float) -> float:
-    if value <= 0:
+    if not value > 0:  # also NaN
         return 1.0
+    # A validator may report any finite time, up to 1.8e308 ms: the axis tops out at the largest float.
+    if value >= sys.float_info.max / 10:
+        return sys.float_info.max
     exponent = math.floor(math.log10(value))
     for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        top = step * 10**exponent
+        top = step * 10.0**exponent
         if top >= value:
             return top
-    return 10 ** (exponent + 1)
+    return 10.0 ** (exponent + 1)
 
 
 def chart_svg(history: Sequence[RoundBest]) -> str:
@@ -289,7 +293,8 @@ def chart_svg(history: Sequence[RoundBest]) -> str:
         return '<p class="muted empty" id="chart-empty">No timed results yet: the chart fills in as rounds are scored.</p>'
     width, height, left, right, top, bottom = 640, 236, 44, 16, 12, 32
     plot_w, plot_h = width - left - right, height - top - bottom
-    y_max = _nice_max(max(max(h.best_ms or 0, h.baseline_ms or 0) for h in points) * 1.05)
+    peak = max(max(h.best_ms or 0, h.baseline_ms or 0) for h in points)
+    y_max = _nice_max(min(peak * 1.05, sys.float_info.max))
     n = len(points)
 
     def x(i: int) -> float:
@@ -303,7 +308,7 @@ def chart_svg(history: Sequence[RoundBest]) -> str:
         'preserveAspectRatio="xMidYMid meet"><title id="chart-title">Best correct time per round (ms)</title>'
     ]
     for k in range(5):
-        v = y_max * k / 4
+        v = y_max * (k / 4)  # not y_max * k: that overflows near the largest float
         out.append(
             f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
             f'<text class="axis" x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>'

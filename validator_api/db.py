@@ -3,7 +3,8 @@
 SQLite gets WAL (readers never block the writer), a busy timeout (writers queue instead of failing),
 foreign keys (off by default in SQLite) and `BEGIN IMMEDIATE` transactions, so a read-then-write
 transaction takes the write lock up front and two writers can never deadlock on a lock upgrade.
-PostgreSQL goes through psycopg 3 with pre-ping, so a restarted database is reconnected to silently.
+PostgreSQL goes through psycopg 3 with pre-ping, so a restarted database is reconnected to silently,
+whichever spelling the URL uses (postgres://, postgresql+psycopg2://: `normalise_database_url`).
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
+from quasar.config import normalise_database_url
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
+    return make_url(normalise_database_url(url)).get_backend_name() == "sqlite"
 
 
 def make_engine(database_url: str, *, connect_timeout: int = 5, pool_size: int = 10) -> Engine:
-    """An engine for `database_url`; touches nothing until the first connection."""
-    url = make_url(database_url)
+    """An engine for `database_url` (any spelling `normalise_database_url` takes); touches nothing
+    until the first connection. An unusable URL raises ValueError with a one-line reason."""
+    url = make_url(normalise_database_url(database_url))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)

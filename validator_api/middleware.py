@@ -1,5 +1,8 @@
 """The outermost ASGI layer: request ids, the body size limit, metrics and the access log.
 
+The access log escapes what the caller chose (method, path) with `log_safe`, so a `%0a` in a path
+cannot write a forged line; the request id is either ours or matched a strict pattern.
+
 Pure ASGI (not BaseHTTPMiddleware) so the body limit can act on the receive channel: a declared
 Content-Length over MAX_BODY_BYTES is refused before a byte of the body is read, and a chunked body
 is cut off as soon as it passes the limit.
@@ -16,7 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from quasar.logging_setup import request_id_var
+from quasar.logging_setup import log_safe, request_id_var
 from validator_api.errors import REQUEST_ID_HEADER, ApiError
 from validator_api.metrics import Metrics
 
@@ -80,10 +83,11 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             status = status_holder["status"]
             self.metrics.observe(scope["method"], template, status, elapsed)
+            # The path is percent-decoded and the caller's: escaped so that it stays one line.
             log.info(
                 "%s %s %s %.1fms request_id=%s",
-                scope["method"],
-                scope.get("path", ""),
+                log_safe(scope["method"]),
+                log_safe(scope.get("path", "")),
                 status,
                 elapsed * 1000,
                 request_id,

@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from quasar.config import normalise_database_url
 from validator_api.db import make_engine
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -30,7 +31,8 @@ def alembic_config(database_url: str | None = None) -> Config:
     config = Config(str(PACKAGE_DIR / "alembic.ini"))
     config.set_main_option("script_location", str(PACKAGE_DIR / "migrations"))
     if database_url is not None:
-        config.attributes["database_url"] = database_url
+        # The URL the engine uses, so `alembic` and the API agree on what postgres:// means.
+        config.attributes["database_url"] = normalise_database_url(database_url)
     return config
 
 

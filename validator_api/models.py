@@ -9,6 +9,7 @@ back as aware UTC (`UTCDateTime`), which behaves the same on SQLite and PostgreS
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +68,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+class FiniteFloat(TypeDecorator[float]):
+    """A float column that never holds or yields inf or NaN: those read and write as NULL (no number).
+
+    Request bodies refuse non-finite numbers, but a median of huge values overflows to inf, and rows
+    written before the refusal may hold one; an infinite score must not rank first, nor break a page.
+    """
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value: float | None, dialect: Dialect) -> float | None:
+        return value if value is None or math.isfinite(value) else None
+
+    def process_result_value(self, value: float | None, dialect: Dialect) -> float | None:
+        return value if value is None or math.isfinite(value) else None
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
@@ -96,7 +114,7 @@ class Round(Base):
     start_block: Mapped[int] = mapped_column(BigInteger)
     end_block: Mapped[int] = mapped_column(BigInteger)
     target_shape: Mapped[dict[str, Any]]
-    baseline_ms: Mapped[float | None] = mapped_column(Float)
+    baseline_ms: Mapped[float | None] = mapped_column(FiniteFloat)
     winner_hotkey: Mapped[str | None] = mapped_column(String(64))
     finalized_block: Mapped[int | None] = mapped_column(BigInteger)
     # {"uids": [...], "weights": [...], "hotkeys": [...]}, frozen at finalize so GET /v1/weights is stable.
@@ -130,12 +148,14 @@ class Submission(Base):
     # The distinct sandboxes of its decisive results, '; '-separated (shown beside the verdict).
     sandbox: Mapped[str | None] = mapped_column(String(512))
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("submissions.id", ondelete="SET NULL"))
-    score: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(FiniteFloat)
     # The score's 95% interval, and whether most passing results were inconclusive (never counted).
-    score_ci_low: Mapped[float | None] = mapped_column(Float)
-    score_ci_high: Mapped[float | None] = mapped_column(Float)
+    score_ci_low: Mapped[float | None] = mapped_column(FiniteFloat)
+    score_ci_high: Mapped[float | None] = mapped_column(FiniteFloat)
     inconclusive: Mapped[bool | None] = mapped_column(Boolean)
-    median_ms: Mapped[float | None] = mapped_column(Float)
+    median_ms: Mapped[float | None] = mapped_column(FiniteFloat)
+    # Distinct validators with a pass or fail: it counts only once enough of them judged it.
+    evaluations: Mapped[int | None] = mapped_column(Integer)
     correct: Mapped[bool | None] = mapped_column(Boolean)
     verified: Mapped[bool | None] = mapped_column(Boolean)
     reason: Mapped[str | None] = mapped_column(String(64))
@@ -196,21 +216,23 @@ class Result(Base):
     verdict: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
-    median_ms: Mapped[float | None] = mapped_column(Float)
-    baseline_ms: Mapped[float | None] = mapped_column(Float)
-    speedup: Mapped[float | None] = mapped_column(Float)
-    speedup_ci_low: Mapped[float | None] = mapped_column(Float)
-    speedup_ci_high: Mapped[float | None] = mapped_column(Float)
+    median_ms: Mapped[float | None] = mapped_column(FiniteFloat)
+    baseline_ms: Mapped[float | None] = mapped_column(FiniteFloat)
+    speedup: Mapped[float | None] = mapped_column(FiniteFloat)
+    speedup_ci_low: Mapped[float | None] = mapped_column(FiniteFloat)
+    speedup_ci_high: Mapped[float | None] = mapped_column(FiniteFloat)
     inconclusive: Mapped[bool | None] = mapped_column(Boolean)
     evaluator_version: Mapped[str | None] = mapped_column(String(32))
     baseline_id: Mapped[str | None] = mapped_column(String(64))
-    max_rel_error: Mapped[float | None] = mapped_column(Float)
-    peak_mem_mb: Mapped[float | None] = mapped_column(Float)
+    max_rel_error: Mapped[float | None] = mapped_column(FiniteFloat)
+    peak_mem_mb: Mapped[float | None] = mapped_column(FiniteFloat)
     kernel_tree_hash: Mapped[str | None] = mapped_column(String(64))
     sandbox: Mapped[str | None] = mapped_column(String(200))
     logit_verdict: Mapped[str | None] = mapped_column(String(8))
     logit_check: Mapped[dict[str, Any] | None]
     report: Mapped[dict[str, Any] | None]
+    # Set when this result disagrees with the other validators' on the same submission.
+    outlier: Mapped[bool | None] = mapped_column(Boolean)
     # sha256 of the posted body (canonical JSON), so a retried identical post is recognised.
     fingerprint: Mapped[str] = mapped_column(String(64))
     # The answer given, replayed verbatim to an identical retry.

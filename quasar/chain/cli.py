@@ -92,17 +92,22 @@ def register_command(
     hotkey: Annotated[str, typer.Option(help="SS58 address of the hotkey.")],
     role: Annotated[str, typer.Option(help="miner, validator (gets a validator permit) or owner.")],
     stake: Annotated[float, typer.Option(help="Stake to record for the hotkey.")] = 0.0,
+    coldkey: Annotated[
+        str | None, typer.Option(help="SS58 address of the owning coldkey (kept when left out).")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Register a hotkey (or change its role and stake); its uid never changes."""
+    """Register a hotkey (or change its role, stake and coldkey); its uid never changes."""
     if role not in ROLES:
         _fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}", 2)
     if stake < 0:
         _fail("--stake cannot be negative", 2)
     chain = _dev_chain()
     _check_ss58(hotkey)
+    if coldkey is not None:
+        _check_ss58(coldkey)
     try:
-        uid = chain.register(hotkey, role, stake=stake)  # type: ignore[arg-type]
+        uid = chain.register(hotkey, role, stake=stake, coldkey=coldkey)  # type: ignore[arg-type]
     except ChainError as exc:
         _fail(str(exc))
     if json_out:

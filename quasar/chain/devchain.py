@@ -2,7 +2,7 @@
 
 Block height follows the wall clock (one block every BLOCK_TIME_SECONDS since the chain was
 created) plus an offset that `advance` raises, so tests and demos can jump ahead. It records
-registrations (uid, hotkey, role, stake) and the weights validators set; nothing is signed, since
+registrations (uid, hotkey, role, stake, optionally a coldkey) and the weights validators set; nothing is signed, since
 only local processes can reach the file.
 """
 
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS neurons (
     stake REAL NOT NULL DEFAULT 0,
     axon_ip TEXT,
     axon_port INTEGER,
-    registered_block INTEGER NOT NULL
+    registered_block INTEGER NOT NULL,
+    coldkey TEXT
 );
 CREATE TABLE IF NOT EXISTS weights (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -112,6 +113,8 @@ class DevChain:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if "coldkey" not in {row[1] for row in conn.execute("PRAGMA table_info(neurons)")}:
+                conn.execute("ALTER TABLE neurons ADD COLUMN coldkey TEXT")  # a file made before coldkeys
             if conn.execute("SELECT 1 FROM chain_meta WHERE key='genesis'").fetchone() is None:
                 conn.execute("INSERT INTO chain_meta VALUES ('genesis', ?)", (repr(time.time()),))
                 conn.execute("INSERT INTO chain_meta VALUES ('offset', '0')")
@@ -175,18 +178,19 @@ class DevChain:
         with self._connect() as conn:
             block = self._block(conn, self.block_time_seconds)
             rows = conn.execute(
-                "SELECT uid, hotkey, role, stake, axon_ip, axon_port FROM neurons ORDER BY uid"
+                "SELECT uid, hotkey, role, stake, axon_ip, axon_port, coldkey FROM neurons ORDER BY uid"
             ).fetchall()
         neurons = tuple(
             Neuron(
                 uid=uid,
                 hotkey=hotkey,
+                coldkey=coldkey,
                 stake=stake,
                 validator_permit=role == "validator",
                 axon_ip=axon_ip,
                 axon_port=axon_port,
             )
-            for uid, hotkey, role, stake, axon_ip, axon_port in rows
+            for uid, hotkey, role, stake, axon_ip, axon_port, coldkey in rows
         )
         owner = next((row[1] for row in rows if row[2] == "owner"), None)
         return Metagraph(netuid=self.netuid, block=block, neurons=neurons, owner_hotkey=owner)
@@ -207,20 +211,23 @@ class DevChain:
         return str(block)
 
     # --- dev-only operations ------------------------------------------------------------------
-    def register(self, hotkey: str, role: Role, *, stake: float = 0.0) -> int:
-        """Register (or update the role and stake of) a hotkey; returns its uid."""
+    def register(self, hotkey: str, role: Role, *, stake: float = 0.0, coldkey: str | None = None) -> int:
+        """Register (or update the role, stake and coldkey of) a hotkey; returns its uid."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         with self._connect() as conn:
             block = self._block(conn, self.block_time_seconds)
             row = conn.execute("SELECT uid FROM neurons WHERE hotkey=?", (hotkey,)).fetchone()
             if row is not None:
-                conn.execute("UPDATE neurons SET role=?, stake=? WHERE uid=?", (role, stake, row[0]))
+                conn.execute(
+                    "UPDATE neurons SET role=?, stake=?, coldkey=COALESCE(?, coldkey) WHERE uid=?",
+                    (role, stake, coldkey, row[0]),
+                )
                 return int(row[0])
             uid = conn.execute("SELECT COALESCE(MAX(uid) + 1, 0) FROM neurons").fetchone()[0]
             conn.execute(
-                "INSERT INTO neurons (uid, hotkey, role, stake, registered_block) VALUES (?, ?, ?, ?, ?)",
-                (uid, hotkey, role, stake, block),
+                "INSERT INTO neurons (uid, hotkey, role, stake, registered_block, coldkey) VALUES (?, ?, ?, ?, ?, ?)",
+                (uid, hotkey, role, stake, block, coldkey),
             )
             return int(uid)
 

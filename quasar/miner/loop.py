@@ -177,8 +177,8 @@ class Miner:
         except Conflict as exc:
             if exc.code == "duplicate_commitment" and resend:
                 return self._recover_commit(pending)
-            if exc.code == "no_open_round":
-                log.info("no open round for commitments; will commit at the next cycle")
+            if exc.code in ("no_open_round", "commit_too_late"):
+                log.info("%s; will commit at the next cycle", exc.detail)
             else:
                 log.warning("commit refused: %s", exc)
             pending.phase = "prepared"
@@ -288,7 +288,7 @@ class Miner:
                 log.info("submission %d was already revealed", pending.submission_id)
                 self._revealed(pending)
                 return True
-            if exc.code == "reveal_window_closed":
+            if exc.code in ("reveal_window_closed", "round_ended"):
                 log.error("submission %d: %s", pending.submission_id, exc.detail)
                 self._finish(pending, "expired")
                 return True

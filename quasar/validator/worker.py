@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from quasar.config import Settings
@@ -118,7 +118,9 @@ def _trimmed_report(report: dict[str, Any]) -> dict[str, Any]:
         data.pop(key, None)
     if len(json.dumps(data, default=str)) > _REPORT_BUDGET_BYTES:
         data = {k: data.get(k) for k in ("verdict", "reason", "device", "sandbox", "seed", "duration_s")}
-    return json.loads(json.dumps(data, default=str))
+    # The API refuses non-finite numbers anywhere in a body: an interval that ran to infinity (a
+    # submission timed at 0 ms) is kept as null.
+    return json.loads(json.dumps(data, default=str), parse_constant=lambda _: None)
 
 
 def result_from_report(report: dict[str, Any]) -> JobResult:
@@ -208,7 +210,9 @@ class JobRunner:
                 from quasar.evaluation.evaluate import evaluate as evaluate_submission
 
                 evaluate = evaluate_submission
-            report = evaluate(job.repo_url, job.commit_sha, evaluation_options(self.settings, self.device))
+            # The API's margin, not ours: the comparison stops where the API will judge the interval.
+            options = replace(evaluation_options(self.settings, self.device), win_margin=job.win_margin)
+            report = evaluate(job.repo_url, job.commit_sha, options)
             data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
         except Exception as exc:
             log.exception("job %s: the evaluation itself failed", job.job_id)

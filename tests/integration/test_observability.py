@@ -103,7 +103,7 @@ def test_validator_metrics_server_counts_verdicts_and_durations() -> None:
         {
             "job_id": 1, "submission_id": 1, "round_id": 1, "repo_url": "/tmp/repo", "commit_sha": "a" * 40,
             "miner_hotkey": "5F", "attempt": 1, "target_shape": {}, "lease_expires_at": "2030-01-01T00:00:00Z",
-            "lease_seconds": 60,
+            "lease_seconds": 60, "win_margin": 0.01,
         }
     )  # fmt: skip
     settings = Settings(_env_file=None, enable_logit_verification=False)  # type: ignore[call-arg]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from quasar.config import Settings
+from quasar.config import Settings, normalise_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,3 +47,46 @@ def test_env_example_documents_every_setting() -> None:
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.M))
     missing = {name.upper() for name in Settings.model_fields} - documented
     assert not missing, f".env.example lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://u:p@db:5432/q",
+        "postgresql://u:p@db:5432/q",
+        "postgresql+psycopg2://u:p@db:5432/q",
+        "postgresql+psycopg://u:p@db:5432/q",
+        "PostgreSQL+Psycopg2://u:p@db:5432/q",
+    ],
+)
+def test_every_postgresql_spelling_uses_psycopg_3(url: str) -> None:
+    assert normalise_database_url(url) == "postgresql+psycopg://u:p@db:5432/q"
+    assert Settings(_env_file=None, database_url=url).database_url == "postgresql+psycopg://u:p@db:5432/q"
+
+
+def test_sqlite_urls_are_kept() -> None:
+    for url in ("sqlite:///var/lib/quasar/api.db", "sqlite://", "sqlite+pysqlite:///x.db"):
+        assert normalise_database_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:hunter2@db/q",
+        "postgresql+asyncpg://u:hunter2@db/q",
+        "postgresql+pg8000://u:hunter2@db/q",
+        "db.example.com:5432/q",
+        "postgres://",
+        "postgres://u:hunter2@db:port/q",
+        "",
+    ],
+)
+def test_unusable_database_urls_are_refused_in_one_line(url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        normalise_database_url(url)
+    message = str(caught.value)
+    assert "\n" not in message and "hunter2" not in message
+    assert message.startswith("DATABASE_URL ") and "e.g. DATABASE_URL=postgresql://" in message
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, database_url=url)
+    assert "hunter2" not in str(refused.value)  # the settings hide what was given

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from quasar.config import Settings
-from quasar.urlpolicy import UrlNotAllowed, check_url, is_public_ip, resolve_and_pin
+from quasar.urlpolicy import MAX_URL_LENGTH, UrlNotAllowed, check_url, is_public_ip, resolve_and_pin
 
 HOSTS = Settings().allowed_repo_hosts  # the shipped default: github.com, gitlab.com, huggingface.co
 
@@ -307,3 +307,32 @@ def test_pin_real_loopback_resolution_in_dev():
 )
 def test_is_public_ip(address, public):
     assert is_public_ip(ipaddress.ip_address(address)) is public
+
+
+# --- lengths once normalised (the API stores URLs in 512-character columns) ----------------------
+def test_host_over_253_characters_once_idna_encoded_is_refused():
+    idn = "https://" + "ñ." * 236 + "github.com/miner/fla"  # 501 characters, a 1,898-character host
+    assert len(idn) <= MAX_URL_LENGTH
+    with pytest.raises(UrlNotAllowed, match="at most 253") as caught:
+        prod_repo(idn)
+    assert len(caught.value.detail) < 200
+    with pytest.raises(UrlNotAllowed, match="at most 253"):
+        prod_repo("https://" + "a." * 130 + "github.com/miner/fla")
+    # 253 exactly is a host name.
+    host = "aa." + "a." * 120 + "github.com"
+    assert len(host) == 253 and prod_repo(f"https://{host}/m/f") == f"https://{host}/m/f"
+
+
+def test_label_over_63_characters_is_refused_without_echoing_it_whole():
+    with pytest.raises(UrlNotAllowed, match="63") as caught:
+        prod_repo("https://" + "a" * 300 + ".github.com/miner/fla")
+    assert caught.value.code == "invalid_url" and len(caught.value.detail) < 200
+    assert prod_repo("https://" + "a" * 63 + ".github.com/m/f")
+
+
+def test_url_longer_than_the_column_once_normalised_is_refused():
+    url = "https://" + "ñ." * 30 + "github.com/miner/" + "r" * 400  # 485 sent, 665 normalised
+    assert len(url) <= MAX_URL_LENGTH
+    with pytest.raises(UrlNotAllowed, match=f"once normalised.*at most {MAX_URL_LENGTH}"):
+        prod_repo(url)
+    assert refused(prod_repo, "https://github.com/" + "r" * MAX_URL_LENGTH) == "invalid_url"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from quasar.config import get_settings, normalise_database_url
 from validator_api.db import make_engine
 from validator_api.models import Base
 
@@ -13,13 +14,12 @@ target_metadata = Base.metadata
 
 
 def _database_url() -> str:
+    """The normalised URL (postgres:// and postgresql+psycopg2:// become psycopg 3), as the API's engine."""
     url = config.attributes.get("database_url")
     if url:
-        return str(url)
-    from quasar.config import get_settings
-
+        return normalise_database_url(str(url))
     settings_url = get_settings().database_url
-    assert settings_url is not None  # Settings always fills in the default
+    assert settings_url is not None  # Settings always fills in the default (and normalises it)
     return settings_url
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from quasar import schemas
+from validator_api.auth import conflicted_hotkeys
 from validator_api.deps import Context, RowId, SessionDep, Validator
 from validator_api.errors import error_responses
 from validator_api.services import jobs as service
@@ -27,7 +28,10 @@ _SIGNED = error_responses(400, 401, 403, 413, 422, 503)
 )
 async def claim(request: Request, ctx: Context) -> schemas.Job | Response:
     def lease(call: SignedCall) -> schemas.Job | None:
-        return service.claim(call.connection, validator=call.hotkey, settings=ctx.settings)
+        conflicted = conflicted_hotkeys(call.hotkey, ctx.chain.metagraph())
+        return service.claim(
+            call.connection, validator=call.hotkey, settings=ctx.settings, conflicted=conflicted
+        )
 
     job = await run_signed(request, ctx, "validator", lease)
     return Response(status_code=204) if job is None else job
@@ -56,6 +60,8 @@ async def heartbeat(
 async def result(
     job_id: RowId, body: schemas.JobResult, validator: Validator, ctx: Context, session: SessionDep
 ) -> schemas.JobResultAccepted:
+    conflicted = conflicted_hotkeys(validator.hotkey, await run_in_threadpool(ctx.chain.metagraph))
     return await run_in_threadpool(
-        service.post_result, session, job_id, validator=validator.hotkey, result=body, settings=ctx.settings
-    )
+        service.post_result, session, job_id, validator=validator.hotkey, result=body, settings=ctx.settings,
+        conflicted=conflicted,
+    )  # fmt: skip

@@ -9,7 +9,7 @@ from validator_api import models
 from validator_api.deps import MAX_ID, SessionDep, SettingsDep
 from validator_api.errors import error_responses
 from validator_api.services.rounds import get_round, shown_round
-from validator_api.services.scoring import leaderboard_entries, round_standings
+from validator_api.services.scoring import leaderboard_entries, round_standings, round_validators
 
 router = APIRouter(prefix="/v1", tags=["scores"])
 
@@ -30,5 +30,8 @@ def leaderboard(
     if rnd is None:
         return schemas.Leaderboard(round_id=None, entries=[])
     return schemas.Leaderboard(
-        round_id=rnd.id, entries=leaderboard_entries(round_standings(session, rnd.id), settings)
+        round_id=rnd.id,
+        entries=leaderboard_entries(
+            round_standings(session, rnd.id), settings, round_validators(session, rnd.id)
+        ),
     )

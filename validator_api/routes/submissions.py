@@ -67,3 +67,13 @@ async def reveal(
 )
 def get_submission(submission_id: RowId, session: SessionDep) -> schemas.Submission:
     return submission_out(service.get_submission(session, submission_id))
+
+
+@router.get(
+    "/{submission_id}/results",
+    response_model=list[schemas.ValidatorResult],
+    summary="Every validator's result on a submission, oldest first (outliers flagged)",
+    responses=error_responses(404, 422),
+)
+def submission_results(submission_id: RowId, session: SessionDep) -> list[schemas.ValidatorResult]:
+    return service.submission_results(session, submission_id)

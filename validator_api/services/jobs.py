@@ -31,25 +31,35 @@ from validator_api.services.common import is_postgres, median, write_transaction
 
 log = logging.getLogger("validator_api.jobs")
 
-CLAIM_RETRIES = 5
 
-
-def claim(connection: Connection, *, validator: str, settings: Settings) -> schemas.Job | None:
+def claim(
+    connection: Connection, *, validator: str, settings: Settings, conflicted: frozenset[str] = frozenset()
+) -> schemas.Job | None:
     """The next job this validator may take (`_candidate_queries`), now leased to it; None if none.
 
-    Runs inside the caller's transaction (`validator_api.signed`) as Core statements: claims are
-    the busiest validator write.
+    ``conflicted`` are the miner hotkeys it may not judge (`auth.conflicted_hotkeys`): never its own
+    submission. Runs inside the caller's transaction (`validator_api.signed`) as Core statements:
+    claims are the busiest validator write.
     """
-    for _ in range(CLAIM_RETRIES):
+    # A submission whose other job a concurrent claim of this same validator holds is skipped, not
+    # retried: retrying it (its next job) waited on that claim again, and a burst of one validator's
+    # claims answered "nothing to do" while jobs were still claimable. Each pass skips one more
+    # submission, so this ends when the candidates do.
+    skipped: set[int] = set()
+    while True:
         try:
-            return _claim_once(connection, validator=validator, settings=settings)
-        except _TakenBySibling:
-            continue
-    return None
+            return _claim_once(connection, validator=validator, settings=settings, conflicted=conflicted,
+                               skipped=skipped)  # fmt: skip
+        except _TakenBySibling as taken:
+            skipped.add(taken.submission_id)
 
 
 class _TakenBySibling(Exception):
     """A concurrent claim by the same validator holds another job of the candidate's submission."""
+
+    def __init__(self, submission_id: int) -> None:
+        super().__init__(submission_id)
+        self.submission_id = submission_id
 
 
 @functools.cache
@@ -66,6 +76,8 @@ def _candidate_queries(dialect: str) -> tuple[Select[Any], Select[Any]]:
     """
     J, S, R, A, X = JOBS, SUBMISSIONS, ROUNDS, ASSIGNMENTS, RESULTS
     validator = bindparam("validator", type_=A.c.validator_hotkey.type)
+    conflicted = bindparam("conflicted", expanding=True, type_=S.c.hotkey.type)
+    skipped = bindparam("skipped", expanding=True, type_=J.c.submission_id.type)
 
     def one_row_if(query: Select[Any]) -> ColumnElement[bool]:
         return query.limit(constant(1)).scalar_subquery().is_not(None)
@@ -84,8 +96,11 @@ def _candidate_queries(dialect: str) -> tuple[Select[Any], Select[Any]]:
                     S.c.id == J.c.submission_id,
                     S.c.status.in_([constant(s) for s in ("revealed", "evaluating", "scored")]),
                     R.c.status == constant("open"),
+                    # never a submission of its own (or of its coldkey)
+                    S.c.hotkey.not_in(conflicted),
                 )
             ),
+            J.c.submission_id.not_in(skipped),
             # never a second job of one submission (a lapsed job of its own may come back)
             no_row_if(
                 select(constant(1)).where(
@@ -144,11 +159,24 @@ _JOB_DETAILS = (
 )
 
 
-def _claim_once(connection: Connection, *, validator: str, settings: Settings) -> schemas.Job | None:
+def _claim_once(
+    connection: Connection,
+    *,
+    validator: str,
+    settings: Settings,
+    conflicted: frozenset[str],
+    skipped: set[int],
+) -> schemas.Job | None:
     now = utcnow()
     job = None
+    params = {
+        "validator": validator,
+        "now": now,
+        "conflicted": sorted(conflicted),
+        "skipped": sorted(skipped),
+    }
     for query in _candidate_queries(connection.dialect.name):
-        job = connection.execute(query, {"validator": validator, "now": now}).first()
+        job = connection.execute(query, params).first()
         if job is not None:
             break
     if job is None:
@@ -161,7 +189,7 @@ def _claim_once(connection: Connection, *, validator: str, settings: Settings) -
     )
     # Already there: for this job (its own lapsed lease, fine) or for a sibling (try again).
     if inserted is None and connection.scalar(_ASSIGNED_JOB, assignment) != job.id:
-        raise _TakenBySibling
+        raise _TakenBySibling(job.submission_id)
     lease_expires = now + timedelta(seconds=settings.job_lease_seconds)
     # The row is locked (PostgreSQL) or every writer is serialised (SQLite), so it is still claimable.
     connection.execute(
@@ -184,6 +212,7 @@ def _claim_once(connection: Connection, *, validator: str, settings: Settings) -
         attempt=job.attempt,
         lease_expires_at=lease_expires,
         lease_seconds=settings.job_lease_seconds,
+        win_margin=settings.win_margin,
     )
 
 
@@ -221,8 +250,9 @@ def _fingerprint(result: schemas.JobResult) -> str:
 
 
 def post_result(
-    session: Session, job_id: int, *, validator: str, result: schemas.JobResult, settings: Settings
-) -> schemas.JobResultAccepted:
+    session: Session, job_id: int, *, validator: str, result: schemas.JobResult, settings: Settings,
+    conflicted: frozenset[str] = frozenset(),
+) -> schemas.JobResultAccepted:  # fmt: skip
     fingerprint = _fingerprint(result)
     with write_transaction(session):
         job = _held_job(session, job_id, validator)
@@ -234,6 +264,22 @@ def post_result(
         if previous is not None and previous.fingerprint == fingerprint:
             # A retry of a result already taken (its answer was lost): the same answer again.
             return schemas.JobResultAccepted.model_validate(previous.response)
+        sub = session.get(models.Submission, job.submission_id)
+        assert sub is not None
+        if sub.hotkey in conflicted:
+            # A claim never hands this out; a coldkey that became shared after the claim ends here.
+            raise ApiError(
+                403, "conflict_of_interest",
+                f"submission {sub.id} is by {sub.hotkey}, your own hotkey or one of your coldkey's; "
+                "a validator never judges its own submissions",
+            )  # fmt: skip
+        rnd = session.get(models.Round, sub.round_id)
+        if rnd is not None and rnd.status != "open":
+            raise ApiError(
+                409, "round_finalized",
+                f"round {rnd.id} was finalized at block {rnd.finalized_block} before this result came; "
+                "it was not recorded",
+            )  # fmt: skip
         if job.status == "done":
             if previous is not None:
                 raise ApiError(
@@ -244,8 +290,6 @@ def post_result(
             raise ApiError(403, "not_your_job", f"job {job_id} was done by another validator")
         _require_holder(job, validator)
 
-        sub = session.get(models.Submission, job.submission_id)
-        assert sub is not None
         row = models.Result(
             job_id=job.id,
             submission_id=sub.id,
@@ -256,7 +300,8 @@ def post_result(
             detail=result.detail,
             median_ms=result.median_ms,
             baseline_ms=result.baseline_ms,
-            speedup=result.speedup,
+            # Recomputed from the times the validator measured, never taken as posted.
+            speedup=recomputed_speedup(result),
             speedup_ci_low=result.speedup_ci_low,
             speedup_ci_high=result.speedup_ci_high,
             inconclusive=result.inconclusive,
@@ -283,7 +328,7 @@ def post_result(
         else:
             job.status, job.finished_at = "done", now
         session.flush()
-        refresh_submission(session, sub)
+        refresh_submission(session, sub, settings)
         refresh_round_baseline(session, sub.round_id)
         answer = schemas.JobResultAccepted(
             job_id=job.id,
@@ -303,6 +348,13 @@ def post_result(
         answer.submission_status,
     )
     return answer
+
+
+def recomputed_speedup(result: schemas.JobResult) -> float | None:
+    """The baseline's median time over the submission's: a posted ``speedup`` alone decides nothing."""
+    if result.baseline_ms is None or result.median_ms is None:
+        return None
+    return result.baseline_ms / result.median_ms
 
 
 def _counted_attempts(session: Session, job: models.Job) -> int:
@@ -334,21 +386,21 @@ def _base_status(session: Session, sub: models.Submission) -> tuple[str, str | N
     return "revealed", None
 
 
-def refresh_submission(session: Session, sub: models.Submission) -> None:
-    """Recompute a revealed submission's score, verdicts and status from all its results."""
+def refresh_submission(session: Session, sub: models.Submission, settings: Settings) -> None:
+    """Recompute a revealed submission's score, verdicts and status from all its results.
+
+    Every number is a lower median over the validators' results (`common.median`), so no one
+    validator lifts a score: with two results the lower one stands, with three or more one result
+    cannot move it outside the others' range. How many validators judged it is kept
+    (``evaluations``) for the quorum `scoring.is_counted` asks for."""
     results = session.scalars(
         select(models.Result).where(models.Result.submission_id == sub.id).order_by(models.Result.id)
     ).all()
     decisive = [r for r in results if r.verdict in ("pass", "fail")]
     passes = [r for r in decisive if r.verdict == "pass"]
+    sub.evaluations = len({r.validator_hotkey for r in decisive})
     sub.correct = (len(passes) > len(decisive) - len(passes)) if decisive else None
-    speedups = [
-        r.speedup
-        if r.speedup is not None
-        else (r.baseline_ms / r.median_ms if r.baseline_ms and r.median_ms else None)
-        for r in passes
-    ]
-    sub.score = median(speedups)
+    sub.score = median(r.speedup for r in passes)
     sub.score_ci_low = median(r.speedup_ci_low for r in passes)
     sub.score_ci_high = median(r.speedup_ci_high for r in passes)
     flagged = [r.inconclusive for r in passes if r.inconclusive is not None]
@@ -356,6 +408,7 @@ def refresh_submission(session: Session, sub: models.Submission) -> None:
     sub.median_ms = median(r.median_ms for r in passes)
     logit = [r.logit_verdict for r in passes if r.logit_verdict in ("pass", "fail")]
     sub.verified = (logit.count("pass") > logit.count("fail")) if logit else None
+    _flag_outliers(decisive, settings.outlier_tolerance)
     if sub.kernel_tree_hash is None:
         sub.kernel_tree_hash = next((r.kernel_tree_hash for r in decisive if r.kernel_tree_hash), None)
     sub.sandbox = "; ".join(dict.fromkeys(r.sandbox for r in decisive if r.sandbox))[:512] or None
@@ -364,6 +417,30 @@ def refresh_submission(session: Session, sub: models.Submission) -> None:
     session.flush()
     if sub.kernel_tree_hash is not None:
         _mark_duplicates(session, sub.kernel_tree_hash)
+
+
+def _flag_outliers(decisive: list[models.Result], tolerance: float) -> None:
+    """Mark each result that disagrees with at least two others on the same submission: a verdict
+    against their unanimous one, or a speed-up further than ``tolerance`` (relative) from their
+    median. A flag accuses no one by itself; it tells the owner where to look."""
+    for result in decisive:
+        others = [r for r in decisive if r.validator_hotkey != result.validator_hotkey]
+        if len(others) < 2:
+            result.outlier = None
+            continue
+        verdicts = {r.verdict for r in others}
+        against = len(verdicts) == 1 and result.verdict not in verdicts
+        typical = median(r.speedup for r in others if r.verdict == "pass")
+        off = (
+            result.verdict == "pass" and result.speedup is not None and typical is not None
+            and abs(result.speedup / typical - 1.0) > tolerance
+        )  # fmt: skip
+        if (against or off) and not result.outlier:
+            log.warning(
+                "validator %s is an outlier on submission %s: %s, speed-up %s against the others' %s",
+                result.validator_hotkey, result.submission_id, result.verdict, result.speedup, typical,
+            )  # fmt: skip
+        result.outlier = against or off
 
 
 def _mark_duplicates(session: Session, tree_hash: str) -> None:

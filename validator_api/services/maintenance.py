@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
-from validator_api import models
 from validator_api.context import ApiContext
 from validator_api.errors import ApiError
-from validator_api.services.rounds import create_round, default_target_shape, finalize_round, open_round
+from validator_api.services.rounds import (
+    create_round,
+    default_target_shape,
+    finalize_round,
+    open_round,
+    rounds_due,
+)
 from validator_api.services.submissions import expire_overdue
 
 log = logging.getLogger("validator_api.maintenance")
@@ -32,9 +35,7 @@ def tick(ctx: ApiContext) -> None:
         expired = expire_overdue(session, block)
         if expired:
             log.info("expired %s unrevealed commitment(s) at block %s", expired, block)
-        due = session.scalars(
-            select(models.Round.id).where(models.Round.status == "open", models.Round.end_block <= block)
-        ).all()
+        due = rounds_due(session, block, settings)
         session.rollback()
         for round_id in due:
             finalize_round(session, round_id, block=block, metagraph=ctx.chain.metagraph(), settings=settings)

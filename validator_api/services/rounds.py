@@ -15,7 +15,7 @@ from validator_api import models
 from validator_api.errors import ApiError
 from validator_api.models import utcnow
 from validator_api.services.common import round_out, write_transaction
-from validator_api.services.scoring import burn_only, compute_weights
+from validator_api.services.scoring import burn_only, compute_weights, round_validators
 
 log = logging.getLogger("validator_api.rounds")
 
@@ -106,8 +106,26 @@ def finalize_round(
             .where(models.Submission.round_id == round_id, models.Submission.status == "committed")
             .values(status="expired", reason="not_revealed")
         )
+        # Jobs still open end with the round (a result posted for one later is refused:
+        # `round_finalized`), and revealed submissions no validator decided on end explicitly.
+        in_round = select(models.Submission.id).where(models.Submission.round_id == round_id)
+        session.execute(
+            update(models.Job)
+            .where(models.Job.submission_id.in_(in_round), models.Job.status != "done")
+            .values(status="done", finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(models.Submission)
+            .where(
+                models.Submission.round_id == round_id,
+                models.Submission.status.in_(("revealed", "evaluating")),
+            )
+            .values(status="expired", reason="unevaluated")
+            .execution_options(synchronize_session=False)
+        )
         subs = session.scalars(select(models.Submission).where(models.Submission.round_id == round_id)).all()
-        vector = compute_weights(subs, metagraph, settings)
+        vector = compute_weights(subs, metagraph, settings, round_validators(session, round_id))
         row = session.get(models.Round, round_id)
         assert row is not None
         session.refresh(row)
@@ -116,6 +134,28 @@ def finalize_round(
         out = round_out(row)
     log.info("finalized round %s: winner %s, weights %s", round_id, vector.winner_hotkey, vector.as_json())
     return out
+
+
+def rounds_due(session: Session, block: int, settings: Settings) -> list[int]:
+    """Open rounds automatic finalizing closes at ``block``: past their end, and either every job of
+    theirs is done or FINALIZE_GRACE_BLOCKS have passed since the end (evaluations of late reveals
+    get time to finish; a stuck job cannot hold a round open for ever)."""
+    assert settings.finalize_grace_blocks is not None
+    pending = (
+        select(models.Job.id)
+        .join(models.Submission, models.Submission.id == models.Job.submission_id)
+        .where(models.Submission.round_id == models.Round.id, models.Job.status != "done")
+        .exists()
+    )
+    return list(
+        session.scalars(
+            select(models.Round.id).where(
+                models.Round.status == "open",
+                models.Round.end_block <= block,
+                ~pending | (models.Round.end_block + settings.finalize_grace_blocks <= block),
+            )
+        ).all()
+    )
 
 
 def latest_weights(session: Session, settings: Settings, metagraph: Metagraph | None) -> schemas.Weights:

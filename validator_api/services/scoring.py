@@ -1,8 +1,10 @@
 """Scores and weights: which submissions count, the leaderboard, and a round's weight vector.
 
 A submission counts when validators found it correct (pass), its miner passed logit verification
-(when ENABLE_LOGIT_VERIFICATION), and its speed-up — measured by validators, never reported by the
-miner — is at least 1 + WIN_MARGIN. Each hotkey's best counted submission competes; the best
+(when ENABLE_LOGIT_VERIFICATION), its speed-up — measured by validators, never reported by the
+miner — is at least 1 + WIN_MARGIN, and enough validators judged it: min(EVALUATIONS_PER_SUBMISSION,
+validators at work in the round other than its miner), so one validator never decides alone while
+others could judge. Each hotkey's best counted submission competes; the best
 len(WEIGHT_SPLIT) hotkeys get the shares in order, ties going to the earlier commitment. Weight
 that nobody earns, and the share of a winner no longer registered, goes to BURN_UID.
 """
@@ -33,6 +35,7 @@ class Standing(Protocol):
     score_ci_high: float | None
     inconclusive: bool | None
     median_ms: float | None
+    evaluations: int | None
     correct: bool | None
     verified: bool | None
     reason: str | None
@@ -50,8 +53,28 @@ def round_standings(session: Session, round_id: int) -> Sequence[Standing]:
     return rows  # type: ignore[return-value]
 
 
-def is_counted(sub: Standing, settings: Settings) -> bool:
+def round_validators(session: Session, round_id: int) -> frozenset[str]:
+    """The validators at work in a round: every hotkey that claimed a job of one of its submissions."""
+    rows = session.scalars(
+        select(models.JobAssignment.validator_hotkey)
+        .join(models.Submission, models.Submission.id == models.JobAssignment.submission_id)
+        .where(models.Submission.round_id == round_id)
+        .distinct()
+    ).all()
+    return frozenset(rows)
+
+
+def required_evaluations(sub: Standing, settings: Settings, validators: frozenset[str]) -> int:
+    """Validators that must have judged ``sub`` before it counts (a validator never judges its own)."""
+    assert settings.evaluations_per_submission is not None
+    able = len(validators - {sub.hotkey})
+    return max(1, min(settings.evaluations_per_submission, able))
+
+
+def is_counted(sub: Standing, settings: Settings, validators: frozenset[str]) -> bool:
     if sub.status != "scored" or not sub.correct or sub.score is None:
+        return False
+    if (sub.evaluations or 0) < required_evaluations(sub, settings, validators):
         return False
     if settings.enable_logit_verification and not sub.verified:
         return False
@@ -67,21 +90,25 @@ def _rank_key(sub: Standing) -> tuple[float, int, int]:
     return (-(sub.score or 0.0), sub.commit_block, sub.id)
 
 
-def leaderboard_entries(subs: Sequence[Standing], settings: Settings) -> list[schemas.LeaderboardEntry]:
+def leaderboard_entries(
+    subs: Sequence[Standing], settings: Settings, validators: frozenset[str]
+) -> list[schemas.LeaderboardEntry]:
     """Counted submissions first, best score first (ties: earlier commitment); then the rest."""
-    counted = sorted((s for s in subs if is_counted(s, settings)), key=_rank_key)
+    counted = sorted((s for s in subs if is_counted(s, settings, validators)), key=_rank_key)
     others = sorted(
-        (s for s in subs if not is_counted(s, settings)),
+        (s for s in subs if not is_counted(s, settings, validators)),
         key=lambda s: (s.score is None, -(s.score or 0.0), s.commit_block, s.id),
     )
     entries = []
     for rank, sub in enumerate(counted, start=1):
-        entries.append(_entry(sub, rank, True))
-    entries.extend(_entry(sub, None, False) for sub in others)
+        entries.append(_entry(sub, rank, True, required_evaluations(sub, settings, validators)))
+    entries.extend(
+        _entry(sub, None, False, required_evaluations(sub, settings, validators)) for sub in others
+    )
     return entries
 
 
-def _entry(sub: Standing, rank: int | None, counted: bool) -> schemas.LeaderboardEntry:
+def _entry(sub: Standing, rank: int | None, counted: bool, required: int) -> schemas.LeaderboardEntry:
     return schemas.LeaderboardEntry(
         rank=rank,
         submission_id=sub.id,
@@ -92,6 +119,8 @@ def _entry(sub: Standing, rank: int | None, counted: bool) -> schemas.Leaderboar
         score_ci_high=sub.score_ci_high,
         inconclusive=sub.inconclusive,
         median_ms=sub.median_ms,
+        evaluations=sub.evaluations or 0,
+        evaluations_required=required,
         correct=sub.correct,
         verified=sub.verified,
         counted=counted,
@@ -124,10 +153,10 @@ def _hotkey_of_uid(metagraph: Metagraph | None, uid: int) -> str | None:
 
 
 def compute_weights(
-    subs: Sequence[models.Submission], metagraph: Metagraph, settings: Settings
+    subs: Sequence[models.Submission], metagraph: Metagraph, settings: Settings, validators: frozenset[str]
 ) -> WeightVector:
     best_per_hotkey: dict[str, models.Submission] = {}
-    for sub in sorted((s for s in subs if is_counted(s, settings)), key=_rank_key):
+    for sub in sorted((s for s in subs if is_counted(s, settings, validators)), key=_rank_key):
         best_per_hotkey.setdefault(sub.hotkey, sub)
     winners = list(best_per_hotkey.values())[: len(settings.weight_split)]
     if not winners:

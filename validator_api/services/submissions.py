@@ -27,7 +27,11 @@ log = logging.getLogger("validator_api.submissions")
 
 # The statements of commit and reveal, built once (see `insert_unless_exists`).
 _OPEN_ROUND = select(ROUNDS.c.id, ROUNDS.c.end_block).where(ROUNDS.c.status == "open")
-_SUBMISSION = select(SUBMISSIONS).where(SUBMISSIONS.c.id == bindparam("submission_id"))
+_SUBMISSION = (
+    select(SUBMISSIONS, ROUNDS.c.end_block.label("round_end_block"))
+    .join(ROUNDS, ROUNDS.c.id == SUBMISSIONS.c.round_id)
+    .where(SUBMISSIONS.c.id == bindparam("submission_id"))
+)
 _REVEAL = (
     update(SUBMISSIONS)
     .where(SUBMISSIONS.c.id == bindparam("submission_id"), SUBMISSIONS.c.status == "committed")
@@ -52,6 +56,14 @@ def get_submission(session: Session, submission_id: int) -> models.Submission:
     if row is None:
         raise _not_found(submission_id)
     return row
+
+
+def submission_results(session: Session, submission_id: int) -> list[schemas.ValidatorResult]:
+    get_submission(session, submission_id)
+    rows = session.scalars(
+        select(models.Result).where(models.Result.submission_id == submission_id).order_by(models.Result.id)
+    ).all()
+    return [schemas.ValidatorResult.model_validate(row, from_attributes=True) for row in rows]
 
 
 def _duplicate_commitment() -> ApiError:
@@ -97,7 +109,17 @@ def commit(
         )
     _check_commit_limit(connection, hotkey=hotkey, round_id=current.id, limit=settings.max_commits_per_round)
     reveal_block = block + settings.blocks_until_reveal
-    reveal_deadline_block = reveal_block + settings.reveal_window_blocks
+    if reveal_block >= current.end_block:
+        # Its reveal could only come after the round ended, when nothing is evaluated any more.
+        raise ApiError(
+            409,
+            "commit_too_late",
+            f"a commitment now could be revealed only at block {reveal_block}, after round {current.id} "
+            f"ends at block {current.end_block} (BLOCKS_UNTIL_REVEAL={settings.blocks_until_reveal}); "
+            "commit in the next round",
+        )
+    # The window closes with the round at the latest, so the deadline a miner is told is the real one.
+    reveal_deadline_block = min(reveal_block + settings.reveal_window_blocks, current.end_block - 1)
     # The unique commitment hash decides a duplicate, concurrent ones included: no row comes back.
     submission_id = connection.scalar(
         insert_unless_exists(SUBMISSIONS, connection.dialect.name, "id"),
@@ -152,6 +174,13 @@ def reveal(
     if sub.hotkey != hotkey:
         raise ApiError(
             403, "not_your_submission", f"submission {submission_id} was committed by another hotkey"
+        )
+    if sub.status == "committed" and block >= sub.round_end_block:
+        raise ApiError(
+            409,
+            "round_ended",
+            f"round {sub.round_id} ended at block {sub.round_end_block} (now {block}); a reveal after its "
+            "end cannot be evaluated; commit again in the next round",
         )
     if sub.status == "expired" or (sub.status == "committed" and block > sub.reveal_deadline_block):
         raise ApiError(

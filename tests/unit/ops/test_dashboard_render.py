@@ -83,3 +83,15 @@ def test_chart_is_empty_text_without_timed_rounds_and_svg_with_them() -> None:
         ]
     )
     assert svg.startswith('<svg id="chart"') and svg.count('class="dot best"') == 3
+
+
+def test_chart_draws_absurd_but_finite_times() -> None:
+    # A validator may report any finite time; the axis must not overflow (it did: 500 on `/`).
+    history = [
+        RoundBest(
+            round_id=1, status="finalized", start_block=0, end_block=1, baseline_ms=1.7e308, best_ms=1.0
+        ),
+        RoundBest(round_id=2, status="finalized", start_block=1, end_block=2, baseline_ms=2.0, best_ms=1e308),
+    ]
+    svg = chart_svg(history)
+    assert "<svg" in svg and "inf" not in svg and "nan" not in svg

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from quasar.config import Settings
-from quasar.logging_setup import configure_logging, request_id_var
+from quasar.logging_setup import LOG_VALUE_LIMIT, configure_logging, log_safe, request_id_var
 
 
 @pytest.fixture
@@ -75,3 +75,14 @@ def test_api_access_log_lines_carry_the_request_id(tmp_path, clean_root: None) -
     assert answer.status_code == 404 and answer.json()["request_id"] == "trace-abc"
     access = [e for e in _lines(stream) if e["logger"] == "validator_api.access"]
     assert any(e["request_id"] == "trace-abc" and "/v1/rounds/999" in e["message"] for e in access)
+
+
+def test_log_safe_keeps_one_line_and_says_what_was_there() -> None:
+    assert log_safe("/v1/rounds/7") == "/v1/rounds/7"
+    assert log_safe("/a\r\nINFO forged") == "/a\\r\\nINFO forged"
+    assert log_safe("/\x1b[2K\x00\x7f\x85\u2028\u202e") == "/\\x1b[2K\\x00\\x7f\\x85\\u2028\\u202e"
+    # A literal backslash is escaped too, so a path cannot pass "\n" off as an escaped newline.
+    assert log_safe("/a\\nb") == "/a\\\\nb"
+    assert log_safe("/é/ß") == "/é/ß"  # printable text is left alone
+    long = log_safe("x" * 10_000)
+    assert long.startswith("x" * LOG_VALUE_LIMIT) and long.endswith(f"(+{10_000 - LOG_VALUE_LIMIT} chars)")

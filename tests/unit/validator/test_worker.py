@@ -16,7 +16,7 @@ JOB = Job.model_validate(
     {
         "job_id": 7, "submission_id": 3, "round_id": 1, "repo_url": "/tmp/repo", "commit_sha": "a" * 40,
         "inference_url": "http://127.0.0.1:9", "miner_hotkey": "5Fminer", "attempt": 1,
-        "target_shape": {}, "lease_expires_at": "2030-01-01T00:00:00Z", "lease_seconds": 60,
+        "target_shape": {}, "lease_expires_at": "2030-01-01T00:00:00Z", "lease_seconds": 60, "win_margin": 0.01,
     }
 )  # fmt: skip
 PASSING = {
