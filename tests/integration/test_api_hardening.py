@@ -24,7 +24,7 @@ from sqlalchemy import text
 from quasar.logging_setup import TEXT_FORMAT
 from quasar.schemas import MAX_JSON_DEPTH
 from tests.integration.conftest import ApiServer, PostgresDatabases
-from tests.integration.test_api_refusals import assert_refused
+from tests.integration.test_api_refusals import assert_refused, assert_reveal_refused_for_its_url
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -223,29 +223,11 @@ def test_urls_that_outgrow_their_column_when_normalised(start_api, backend: str)
     api.new_round()
     for url, limit in long_urls():
         assert len(url) <= 512, len(url)
-        committed, salt, payload = api.commit(api.miner, repo_url=url)
-        api.advance(api.settings.blocks_until_reveal or 0)
-        target = f"/v1/submissions/{committed['submission_id']}/reveal"
-        refused = assert_refused(
-            api,
-            lambda t=target, s=salt, p=payload: api.call(api.miner, "POST", t, {"salt": s, "payload": p}),
-            422,
-            "url_not_allowed",
-            nonces=1,
-        )
+        refused = assert_reveal_refused_for_its_url(api, repo_url=url)
         assert "repo_url" in refused["detail"] and limit in refused["detail"], (url, refused)
         assert "\n" not in refused["detail"] and len(refused["detail"]) < 300, refused
     # The same for an inference URL.
-    committed, salt, payload = api.commit(api.miner, inference_url="https://" + "ñ." * 236 + "example.com")
-    api.advance(api.settings.blocks_until_reveal or 0)
-    target = f"/v1/submissions/{committed['submission_id']}/reveal"
-    refused = assert_refused(
-        api,
-        lambda: api.call(api.miner, "POST", target, {"salt": salt, "payload": payload}),
-        422,
-        "url_not_allowed",
-        nonces=1,
-    )
+    refused = assert_reveal_refused_for_its_url(api, inference_url="https://" + "ñ." * 236 + "example.com")
     assert "inference_url" in refused["detail"]
     assert (
         api.commit_and_reveal(api.miner, repo_url="https://" + "ñ." * 20 + "github.com/m/f")["status"]

@@ -36,6 +36,18 @@ def assert_refused(
     return dict(body)
 
 
+def assert_reveal_refused_for_its_url(api: ApiServer, **payload_extra: Any) -> dict[str, Any]:
+    """Commit a payload with these URLs, reach its reveal block, and check the reveal is refused
+    `url_not_allowed` with nothing written but its nonce; returns the error body."""
+    committed, salt, payload = api.commit(api.miner, **payload_extra)
+    api.advance(api.settings.blocks_until_reveal or 0)
+    target = f"/v1/submissions/{committed['submission_id']}/reveal"
+    body = {"salt": salt, "payload": payload}
+    return assert_refused(
+        api, lambda: api.call(api.miner, "POST", target, body), 422, "url_not_allowed", nonces=1
+    )
+
+
 @pytest.fixture
 def open_round(api: ApiServer) -> dict[str, Any]:
     """The open round of the module's server (opened if none is)."""
@@ -350,28 +362,10 @@ def test_urls_outside_policy_in_production_mode(start_api, backend: str) -> None
     api: ApiServer = start_api(backend, quasar_dev_mode=False)
     api.new_round()
     for url in BAD_REPO_URLS:
-        committed, salt, payload = api.commit(api.miner, repo_url=url)
-        api.advance(api.settings.blocks_until_reveal or 0)
-        target = f"/v1/submissions/{committed['submission_id']}/reveal"
-        refused = assert_refused(
-            api,
-            lambda t=target, s=salt, p=payload: api.call(api.miner, "POST", t, {"salt": s, "payload": p}),
-            422,
-            "url_not_allowed",
-            nonces=1,
-        )
+        refused = assert_reveal_refused_for_its_url(api, repo_url=url)
         assert "repo_url" in refused["detail"], (url, refused)
     # An inference URL on a private address is refused too; a public https repo is fine.
-    committed, salt, payload = api.commit(api.miner, inference_url="http://192.168.1.5:8001")
-    api.advance(api.settings.blocks_until_reveal or 0)
-    target = f"/v1/submissions/{committed['submission_id']}/reveal"
-    assert_refused(
-        api,
-        lambda: api.call(api.miner, "POST", target, {"salt": salt, "payload": payload}),
-        422,
-        "url_not_allowed",
-        nonces=1,
-    )
+    assert_reveal_refused_for_its_url(api, inference_url="http://192.168.1.5:8001")
     ok = api.commit_and_reveal(api.miner)
     assert ok["status"] == "revealed"
 

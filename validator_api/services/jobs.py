@@ -33,7 +33,7 @@ log = logging.getLogger("validator_api.jobs")
 
 
 def claim(
-    connection: Connection, *, validator: str, settings: Settings, conflicted: frozenset[str] = frozenset()
+    connection: Connection, *, validator: str, settings: Settings, conflicted: frozenset[str]
 ) -> schemas.Job | None:
     """The next job this validator may take (`_candidate_queries`), now leased to it; None if none.
 
@@ -251,7 +251,7 @@ def _fingerprint(result: schemas.JobResult) -> str:
 
 def post_result(
     session: Session, job_id: int, *, validator: str, result: schemas.JobResult, settings: Settings,
-    conflicted: frozenset[str] = frozenset(),
+    conflicted: frozenset[str],
 ) -> schemas.JobResultAccepted:  # fmt: skip
     fingerprint = _fingerprint(result)
     with write_transaction(session):
