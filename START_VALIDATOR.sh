@@ -12,12 +12,14 @@ usage: ./START_VALIDATOR.sh [--once | --max-jobs N] [other `quasar validator` fl
 USAGE
     exit 0
 fi
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
 QUASAR=${QUASAR:-.venv/bin/quasar}
 if [ ! -x "$QUASAR" ]; then
     echo "error: $QUASAR not found. Run 'make demo' or 'make test' once to create .venv." >&2
     exit 1
 fi
+# .env is read by the parser the settings use (`quasar env`): its values are data, never run as shell
+# code (WEIGHT_SPLIT=[0.60, 0.25, ...] stays a list), and a variable set in the environment wins.
+if [ -f .env ]; then exports=$("$QUASAR" env); eval "$exports"; fi
 exec "$QUASAR" validator \
     --wallet.name "${WALLET_VALIDATOR_NAME:-quasar_validator}" \
     --wallet.hotkey "${WALLET_HOTKEY:-default}" \

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from quasar.chain.cli import app as chain_app
-from quasar.config import Settings, get_settings
+from quasar.config import InvalidSettings, Settings, get_settings
 from quasar.evaluation.cli import evaluate_command
 from quasar.inference.cli import serve as inference_serve
 from quasar.local import app as local_app
@@ -56,7 +56,7 @@ err = Console(stderr=True)
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     # soft_wrap: one line however narrow the terminal, so it can be grepped and copied whole.
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -67,20 +67,8 @@ def _print_json(data: Any) -> None:
 def _settings() -> Settings:
     try:
         return get_settings()
-    except ValidationError as exc:
-        _fail(f"invalid settings: {_setting_errors(exc)}", 2)
-    except Exception as exc:
+    except InvalidSettings as exc:  # one line: the variable, what is wrong, where from, a right value
         _fail(f"invalid settings: {exc}", 2)
-
-
-def _setting_errors(exc: ValidationError) -> str:
-    """Each refused setting as `NAME: reason`, on one line (pydantic's own text spans several)."""
-    parts = []
-    for error in exc.errors():
-        name = ".".join(str(p) for p in error["loc"]).upper()
-        reason = error["msg"].removeprefix("Value error, ")
-        parts.append(reason if not name or reason.startswith(name) else f"{name}: {reason}")
-    return "; ".join(parts)
 
 
 # --- the Validator API -----------------------------------------------------------------------------
@@ -116,13 +104,23 @@ def api_command(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply the database migrations (safe to run again; it only moves forward)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from quasar.config import DATABASE_URL_EXAMPLE
     from validator_api.migrate import upgrade
 
     settings = _settings()
     assert settings.database_url is not None
-    if settings.database_url.startswith("sqlite:///"):
-        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url, revision)
+    where = f"DATABASE_URL={_redact(settings.database_url)}"
+    try:
+        if settings.database_url.startswith("sqlite:///"):
+            Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.database_url, revision)
+    except (SQLAlchemyError, OSError) as exc:  # unreachable server, refused login, unwritable directory
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _fail(
+            f"cannot migrate the database at {where}: {reason}; e.g. DATABASE_URL={DATABASE_URL_EXAMPLE}", 2
+        )
     err.print(f"database at {_redact(settings.database_url)} is at revision {revision}")
 
 
@@ -205,8 +203,12 @@ def _call_api(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 @round_app.command("create")
 def round_create(
-    duration_blocks: Annotated[int | None, typer.Option(help="Length in blocks (default ROUND_BLOCKS).")] = None,
-    seq_len: Annotated[int | None, typer.Option(help="T of the target shape (default TARGET_SEQUENCE_LENGTH).")] = None,
+    duration_blocks: Annotated[
+        int | None, typer.Option(help="Length in blocks (default ROUND_BLOCKS).")
+    ] = None,
+    seq_len: Annotated[
+        int | None, typer.Option(help="T of the target shape (default TARGET_SEQUENCE_LENGTH).")
+    ] = None,
     wallet_name: WalletNameOpt = None,
     wallet_hotkey: WalletHotkeyOpt = None,
     api_url: ApiUrlOpt = None,
@@ -288,9 +290,23 @@ def bench_command(ctx: typer.Context) -> None:
 app.command("evaluate")(evaluate_command)
 
 
+@app.command("env")
+def env_command(
+    file: Annotated[Path | None, typer.Argument(help="The file to read (default .env).")] = None,
+) -> None:
+    """Print `.env` as `export KEY='value'` lines for a shell to eval (the START_*.sh scripts do)."""
+    from quasar.envfile import main as env_main
+
+    raise typer.Exit(env_main([] if file is None else [str(file)]))
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except InvalidSettings as exc:  # a command that read the settings without _settings()
+        err.print(f"[bold red]error:[/] invalid settings: {escape(str(exc))}", soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -272,8 +272,8 @@ class Settings(BaseSettings):
     )
     validator_state_dir: Path | None = Field(
         None,
-        description="Where the validator keeps results not yet accepted by the API, to post them after a "
-        "restart (default QUASAR_HOME/validator).",
+        description="Where the validator keeps results not yet accepted by the API (to post them after a "
+        "restart) and the baseline's compiled kernels (default QUASAR_HOME/validator).",
     )
 
     # --- miner ---------------------------------------------------------------------------------
@@ -411,6 +411,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def validator_state_path(self) -> Path:
+        """Where the validator keeps its state: VALIDATOR_STATE_DIR, default QUASAR_HOME/validator."""
+        return (self.validator_state_dir or self.quasar_home / "validator").expanduser()
+
+    @property
     def is_embedded(self) -> bool:
         return self.subtensor_network == EMBEDDED_NETWORK
 
@@ -419,10 +424,26 @@ class Settings(BaseSettings):
         return bool(self.quasar_dev_mode)
 
 
+class InvalidSettings(ValueError):
+    """The settings cannot be read; the message is one line naming each refused variable."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once. Tests build `Settings(...)` directly instead."""
-    return Settings()
+    """The process-wide settings, read once. Tests build `Settings(...)` directly instead.
+
+    Raises InvalidSettings with one line: the variable, what is wrong, where it came from (the
+    environment or `.env`) and an example of a right value.
+    """
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        from quasar.envfile import describe_settings_error
+
+        raise InvalidSettings(describe_settings_error(exc)) from None
 
 
 def reset_settings_cache() -> None:

@@ -197,7 +197,13 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether the API could listen on 127.0.0.1:`port` now.
+
+    SO_REUSEADDR, as uvicorn binds: a port whose last connections are still in TIME_WAIT (for about
+    a minute after a server stopped) is free to it, while a live listener still makes it busy.
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import quasar
-from quasar.config import Settings, get_settings
+from quasar.config import InvalidSettings, Settings, get_settings
 from quasar.logging_setup import configure_logging
 from validator_api.context import ApiContext
 from validator_api.errors import install_error_handlers
@@ -122,4 +122,7 @@ def create_app(settings: Settings | None = None, *, upkeep: bool = True) -> Fast
     return app
 
 
-app = create_app()
+try:
+    app = create_app()
+except InvalidSettings as exc:  # `uvicorn validator_api.app:app` with a bad setting: one line, no traceback
+    raise SystemExit(f"error: invalid settings: {exc}") from None

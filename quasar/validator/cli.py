@@ -35,7 +35,7 @@ class ValidatorSetupError(RuntimeError):
 
 
 def state_dir(settings: Settings) -> Path:
-    return (settings.validator_state_dir or settings.quasar_home / "validator").expanduser()
+    return settings.validator_state_path
 
 
 def configure_logging(settings: Settings) -> None:

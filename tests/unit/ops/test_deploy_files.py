@@ -144,6 +144,57 @@ def test_compose_services_health_volumes_and_sandbox_allowances() -> None:
             assert (ROOT / service["build"]["dockerfile"]).is_file(), name
 
 
+def _interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's interpolation of `${VAR}`, `${VAR:-default}` and `${VAR-default}` (`$$` is a `$`)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, default = match.group(1), match.group(2), match.group(3) or ""
+        got = variables.get(name)
+        if op == ":-":
+            return got or default
+        if op == "-":
+            return default if got is None else got
+        return got or ""
+
+    return re.sub(r"\$\{(\w+)(?:(:?-)([^}]*))?\}", one, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def _image_env(dockerfile: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, rest in _dockerfile_instructions(dockerfile):
+        if keyword == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(rest) if "=" in word)
+    return env
+
+
+@pytest.mark.parametrize("dotenv", ["example", "test"])
+def test_compose_production_does_not_take_the_dev_profile_from_the_example_env(dotenv: str) -> None:
+    """`cp .env.example .env && docker compose up`: every quasar service runs on finney, not embedded.
+
+    Compose reads `.env` twice: for `${...}` in this file and, through `env_file`, into each container;
+    `environment:` wins over `env_file`, which wins over the image's ENV. The settings' own default
+    (embedded) applies when none of them sets SUBTENSOR_NETWORK.
+    """
+    from dotenv import dotenv_values
+
+    from quasar.config import Settings
+
+    values = {k: v for k, v in dotenv_values(ROOT / ".env.example").items() if v is not None}
+    if dotenv == "test":  # an operator who names another chain in .env gets it
+        values["SUBTENSOR_NETWORK"] = "test"
+    default = Settings.model_fields["subtensor_network"].default
+    services = _compose()["services"]
+    quasar_services = [name for name, service in services.items() if "build" in service]
+    assert set(quasar_services) == {"api", "inference", "validator"}
+    for name in quasar_services:
+        service = services[name]
+        assert [f["path"] for f in service["env_file"]] == [".env"], name
+        environment = {k: _interpolate(str(v), values) for k, v in (service.get("environment") or {}).items()}
+        container = {**_image_env(service["build"]["dockerfile"]), **values, **environment}
+        network = container.get("SUBTENSOR_NETWORK", default)
+        assert network == ("test" if dotenv == "test" else "finney"), f"{name} runs on {network!r}"
+
+
 def test_render_blueprint_api_and_managed_postgres() -> None:
     render = _render()
     (db,) = render["databases"]
@@ -242,9 +293,13 @@ START = {
 
 @pytest.fixture
 def fake_quasar(tmp_path: Path) -> Path:
-    """A stand-in `quasar` that records its argv, so a START script's exact command can be checked."""
+    """A stand-in `quasar` that records its argv, so a START script's exact command can be checked.
+
+    It loads no `.env` (`quasar env` prints nothing), so a developer's own `.env` changes nothing here;
+    tests/unit/ops/test_start_env.py runs the real loading step.
+    """
     fake = tmp_path / "quasar"
-    fake.write_text('#!/bin/sh\necho "quasar $*" >> "$FAKE_LOG"\n')
+    fake.write_text('#!/bin/sh\n[ "$1" = env ] && exit 0\necho "quasar $*" >> "$FAKE_LOG"\n')
     fake.chmod(0o755)
     return fake
 
