@@ -81,7 +81,7 @@ def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu
 REASON_WORDS = {
     "incorrect_output": "its kernel returned wrong results",
     "nan_or_inf": "its kernel returned NaN or Inf",
-    "timing_mismatch": "its timing did not add up (a patched timer or hidden work)",
+    "interference": "it left GPU work running that slowed the baseline",
     "timeout": "its kernel did not finish in time",
     "unevaluable": "no validator could evaluate it",
     "duplicate": "it copies a kernel another miner committed earlier",

@@ -30,14 +30,14 @@ for c in d.get("cases", []):
 print("layer", d.get("layer"))
 PY
 
-echo "== side-stream cheat under evaluation"
+echo "== GPU work hidden from the call, under evaluation"
 # The sandboxed worker starts with a scrubbed environment (no PYTHONPATH), so quasar must be installed
 # where the interpreter finds it, as on a validator; a plain copy needs no build tools or network.
 site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$site/quasar" && cp -r quasar "$site/quasar" && chmod -R a+rX "$site/quasar"
 # Two evaluations with T = 100k cases: about 3 minutes on an H100.
 timeout "${SIDE_S:-240}" python3 -m pytest -q --noconftest -p no:cacheprovider \
-    -rA tests/integration/test_evaluate_submissions.py -k side_stream >"$OUT/side_stream.log" 2>&1
+    -rA tests/integration/test_evaluate_submissions.py -k gpu_work_hidden >"$OUT/side_stream.log" 2>&1
 echo "rc=$?"; tail -n 8 "$OUT/side_stream.log"
 
 [ "${CALIB_S:-170}" = 0 ] && exit 0

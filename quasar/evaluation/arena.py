@@ -1,15 +1,18 @@
 """Input and output buffers of timed runs, owned by the evaluation parent and shared with a worker.
 
-The parent creates one sealed memfd per worker (``Arena.create``), writes every run's fresh inputs
-into it while the worker is frozen, and reads the outputs back once the worker is frozen again; the
-worker maps the same memory from the inherited descriptor (``Arena.attach``), calls the kernel on the
-inputs of each slot and copies what it returned into the slot's outputs. So a run's inputs exist
-only inside the interval the parent times, and its outputs are judged exactly as they were when that
-interval closed: nothing of the harness runs outside it for the submission to move work into.
+The parent creates the memory (``Arena.create``): a sealed memfd on CPU, a CUDA virtual-memory
+allocation exported as a file descriptor on GPU (``device_memory``). It writes every run's fresh
+inputs into it inside the interval it times, and reads the outputs back once the worker is frozen
+again; the worker maps the same memory from the inherited descriptor (``Arena.attach``), calls the
+kernel on the inputs of each slot and copies what it returned into the slot's outputs. So a run's
+inputs exist only inside the interval the parent times, and its outputs are judged exactly as they
+were when that interval closed: nothing of the harness runs outside it for the submission to move
+work into.
 
 The layout (``slot_layout``) follows from the case spec alone, so both sides compute it the same way.
-The seals (no shrinking, no growing, no new seals) keep a worker from truncating the memory under
-the parent. The worker imports this module in the sandbox: standard library, torch and ``quasar.bench``.
+The memfd's seals (no shrinking, no growing, no new seals) keep a worker from truncating the memory
+under the parent. The worker imports this module in the sandbox: standard library, torch and
+``quasar.bench``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from quasar.bench.cases import CaseSpec
+
+from .device_memory import SharedDeviceMemory, granularity
 
 _ALIGN = 64
 
@@ -65,24 +70,33 @@ def slot_layout(spec: CaseSpec) -> tuple[list[Field], int]:
 
 
 class Arena:
-    """``slots`` sets of timed-run buffers in one shared memory mapping."""
+    """``slots`` sets of timed-run buffers in one shared memory mapping (host or device)."""
 
-    def __init__(self, fd: int, memory: mmap.mmap, fields: list[Field], slot_bytes: int, slots: int):
-        self.fd, self._memory = fd, memory
-        self.slots = slots
+    def __init__(
+        self, fd: int, raw: torch.Tensor, fields: list[Field], slot_bytes: int, slots: int,
+        memory: mmap.mmap | None = None, device_memory: SharedDeviceMemory | None = None,
+    ) -> None:  # fmt: skip
+        self.fd, self.slots = fd, slots
+        self._memory, self._device_memory = memory, device_memory
+        self.device = raw.device
         self.views: list[dict[str, torch.Tensor]] = []
         for slot in range(slots):
             base = slot * slot_bytes
             self.views.append({
-                f.name: torch.frombuffer(memory, dtype=f.dtype, count=f.numel, offset=base + f.offset).view(f.shape)
+                f.name: raw[base + f.offset : base + f.offset + f.nbytes].view(f.dtype).view(f.shape)
                 for f in fields
             })  # fmt: skip
 
     @classmethod
-    def create(cls, layout: tuple[list[Field], int], slots: int) -> Arena:
-        """A new sealed memfd of ``slots`` slots, every page touched (so charged to the parent)."""
+    def create(cls, layout: tuple[list[Field], int], slots: int, device: torch.device | None = None) -> Arena:
+        """New shared memory of ``slots`` slots on ``device`` (CPU: a sealed memfd, every page
+        touched so it is charged to the parent; CUDA: exported driver memory)."""
         fields, slot_bytes = layout
         total = slot_bytes * slots
+        if device is not None and device.type == "cuda":
+            shared = SharedDeviceMemory.create(total, device)
+            shared.tensor.zero_()
+            return cls(shared.fd, shared.tensor, fields, slot_bytes, slots, device_memory=shared)
         fd = os.memfd_create("quasar-timed-runs", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, total)
@@ -92,16 +106,24 @@ class Arena:
             os.close(fd)
             raise
         memory.write(b"\0" * total)
-        return cls(fd, memory, fields, slot_bytes, slots)
+        return cls(fd, _host_bytes(memory, total), fields, slot_bytes, slots, memory=memory)
 
     @classmethod
-    def attach(cls, fd: int, layout: tuple[list[Field], int], slots: int) -> Arena:
+    def attach(
+        cls, fd: int, layout: tuple[list[Field], int], slots: int, device: torch.device | None = None
+    ) -> Arena:
         """The worker's side: map the inherited descriptor ``fd`` with the same layout."""
         fields, slot_bytes = layout
         total = slot_bytes * slots
+        if device is not None and device.type == "cuda":
+            shared = SharedDeviceMemory.attach(
+                fd, -(-total // granularity(device)) * granularity(device), device
+            )
+            return cls(fd, shared.tensor, fields, slot_bytes, slots, device_memory=shared)
         if os.fstat(fd).st_size != total:
             raise ValueError(f"the shared buffers hold {os.fstat(fd).st_size} bytes, expected {total}")
-        return cls(fd, mmap.mmap(fd, total), fields, slot_bytes, slots)
+        memory = mmap.mmap(fd, total)
+        return cls(fd, _host_bytes(memory, total), fields, slot_bytes, slots, memory=memory)
 
     def inputs(self, slot: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         view = self.views[slot]
@@ -112,7 +134,15 @@ class Arena:
 
     def close(self) -> None:
         self.views.clear()
+        if self._device_memory is not None:
+            self._device_memory.close()
+            return
+        assert self._memory is not None
         # A tensor somewhere may still view the mapping; then it goes when the last view does.
         with contextlib.suppress(BufferError):
             self._memory.close()
         os.close(self.fd)
+
+
+def _host_bytes(memory: mmap.mmap, total: int) -> torch.Tensor:
+    return torch.frombuffer(memory, dtype=torch.uint8, count=total)

@@ -7,18 +7,16 @@ says which rule it broke) or ``error`` (the validator's own trouble: retry elsew
 The sequence, and why it is in this order:
 
 1. fetch the exact commit (``fetch``); compute ``kernel_tree_hash``;
-2. start the submission's worker in the sandbox and measure the pipe round trip (``ping``). On CPU,
-   start the trusted baseline's own worker too (it never imports submission code) and freeze it;
-   on GPU, time the baseline in the submission's worker **before** any submission code is imported;
+2. start the submission's worker in the sandbox and measure the pipe round trip (``ping``); start
+   the trusted baseline's own worker too (it never imports submission code) and freeze it;
 3. import the entry point; start the trusted checker in its own sandbox meanwhile;
 4. send the correctness seed; the worker runs every case and saves the outputs; the checker
    recomputes each case from the seed and judges it;
-5. time the submission. CPU (``timed_runs``): alternating frozen-to-frozen batches of the baseline
-   and the submission on parent-owned buffers, timed by the parent alone, with a 95% interval.
-   GPU: each run gets fresh input values from its own seed in rotating buffers, the parent times
-   each run's round trip on its own clock and cross-checks the in-sandbox timing (a patched timer or
-   work hidden from it shows as a gap). Either way the outputs to check are chosen only after they
-   ran, and the checker judges them.
+5. time the submission (``timed_runs``): alternating frozen-to-frozen batches of the baseline and
+   the submission on buffers the parent owns (memfd on CPU, CUDA driver memory on GPU), timed by
+   the parent alone, with a 95% interval. Every call is screened against the baseline's output;
+   the calls to check against the fp32 reference are chosen only after they ran, and the checker
+   judges them.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import secrets
 import shutil
 import statistics
@@ -76,7 +75,6 @@ REASON_FILE_SIZE_LIMIT = "file_size_limit"
 REASON_WORKER_EXITED = "worker_exited"
 REASON_WORKER_CRASHED = "worker_crashed"
 REASON_TENSOR_SUBCLASS = "tensor_subclass"
-REASON_TIMING_MISMATCH = "timing_mismatch"
 REASON_CHECKER_FAILED = "checker_failed"
 REASON_IMPORT_FAILED = "import_failed"
 
@@ -84,7 +82,7 @@ _LOG_TAIL_CHARS = 4000
 
 #: Changes whenever what a result's numbers mean changes (cases, timing protocol, statistics): a
 #: round combines only results of one version.
-EVALUATOR_VERSION = "2026.12.03"
+EVALUATOR_VERSION = "2026.12.03.2"
 
 
 @functools.cache
@@ -120,15 +118,11 @@ class EvaluationOptions:
     fetch_limits: FetchLimits = field(default_factory=FetchLimits)
     #: Longest the import of the entry point may take (it is also bounded by ``limits.wall_s``).
     import_timeout_s: float = 300.0
-    #: Probability that a timed run's outputs are saved and checked (decided after the run).
-    sample_probability: float = 0.3
-    min_samples: int = 3
-    #: Timed runs and warm-up calls on GPU; None picks 50/5 (quick: 20/5).
-    runs: int | None = None
-    warmup: int | None = None
-    #: Trusted timing on CPU: batches, pairs and sampling; None picks ``ComparisonPlan()`` (quick:
-    #: at most 12 pairs instead of 24).
+    #: Trusted timing: batches, pairs and checks; None picks ``ComparisonPlan.for_device``.
     comparison: ComparisonPlan | None = None
+    #: The validator's cache of the baseline's compiled kernels (Triton): filled only by the
+    #: baseline's worker, copied into each worker's own cache at start; None: none kept.
+    kernel_cache_dir: str | None = None
     #: A speed-up counts only if its interval's low end reaches 1 + this (``WIN_MARGIN``).
     win_margin: float = 0.01
     work_dir: str | None = None
@@ -147,6 +141,7 @@ class EvaluationOptions:
                 max_pids=settings.sandbox_max_pids,
             ),
             fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds), win_margin=settings.win_margin,
+            kernel_cache_dir=str(settings.validator_state_path / "kernel-cache"),
         )  # fmt: skip
         return replace(options, **overrides)
 
@@ -195,6 +190,31 @@ class EvaluationReport(BenchReport):
 def _percentile(sorted_ms: list[float], p: int) -> float:
     """The ``p``-th percentile of an ascending list, by rank (no interpolation)."""
     return sorted_ms[min(len(sorted_ms) - 1, p * len(sorted_ms) // 100)]
+
+
+def _parent_device(device_type: str, gpu_index: int | None) -> Any:
+    """Where the parent keeps the timed runs' buffers: the GPU the sandbox pins, by the parent's
+    numbering (the worker sees it as its only device)."""
+    import torch
+
+    if device_type == "cuda":
+        return torch.device("cuda", gpu_index or 0)
+    return torch.device("cpu")
+
+
+def _merge_cache(source: Path, cache: Path) -> None:
+    """Add the entries of an exported Triton cache to ``cache``: each entry directory is copied
+    aside and renamed into place, so a reader never sees half of one."""
+    for entry in source.iterdir():
+        target = cache / entry.name
+        if target.exists() or not entry.is_dir():
+            continue
+        staging = cache / f".{entry.name}.{os.getpid()}.tmp"
+        shutil.copytree(entry, staging, dirs_exist_ok=True)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another validator process added it first
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _death_reason(result: SandboxResult, what: str, *, hung: bool = False) -> tuple[str, str]:
@@ -278,20 +298,20 @@ class _Evaluation:
         )  # fmt: skip
         report.sandbox = self.sandbox.mechanisms.describe()
         report.warnings = list(self.sandbox.mechanisms.warnings)
-        cuda = report.device_type == "cuda"
-        self.runs = options.runs or ((20 if options.quick else 50) if cuda else (5 if options.quick else 10))
-        self.warmup = options.warmup if options.warmup is not None else (5 if cuda else 1)
         self.kernel_seconds = 0.0
         self.worker: Channel | None = None
         self.baseline_worker: Channel | None = None
         self.checker: Channel | None = None
-        # Trusted timing (``timed_runs``) on CPU; GPU timing still runs in the worker's own loop.
-        self.trusted_timing = not cuda
-        self.plan = options.comparison or (
-            ComparisonPlan(min_pairs=6, max_pairs=12) if options.quick else ComparisonPlan()
-        )
-        self.comparison: Any = None
-        self.samples_dir: Path | None = None
+        self.plan = options.comparison or ComparisonPlan.for_device(report.device_type, options.quick)
+        self.comparison: TimedComparison | None = None
+        self.samples_dir = work / "timed"
+        self._phase_started = time.monotonic()
+
+    def _phase(self, name: str) -> None:
+        """Record how long the phase that ends now took (``wall.phases``: where the time goes)."""
+        now = time.monotonic()
+        self.report.wall.setdefault("phases", {})[name] = round(now - self._phase_started, 3)
+        self._phase_started = now
 
     # --- helpers ---------------------------------------------------------------------------------
     def _worker_call(
@@ -348,21 +368,24 @@ class _Evaluation:
 
     # --- phases ----------------------------------------------------------------------------------
     def run(self) -> None:
+        from quasar.bench.suite import timing_spec
+
         scratch = self.work / "worker"
         scratch.mkdir()
-        if self.trusted_timing:
-            from quasar.bench.suite import timing_spec
-
-            self.samples_dir = self.work / "timed"
-            self.samples_dir.mkdir()
-            self.comparison = TimedComparison(
-                timing_spec("cpu", self.o.quick), self.plan, 1.0 + self.o.win_margin, self.samples_dir,
-                self._side_call,
-            )  # fmt: skip
-        fds = self.comparison.fds("entry") if self.comparison else ()
+        self.samples_dir.mkdir()
+        device_type = self.report.device_type
+        self.comparison = TimedComparison(
+            timing_spec(device_type, self.o.quick), self.plan, 1.0 + self.o.win_margin, self.samples_dir,
+            self._side_call, device=_parent_device(device_type, self.o.gpu_index),
+        )  # fmt: skip
+        fds = self.comparison.fds("entry")
         try:
             self.worker = start_process(
-                self.sandbox, "quasar.evaluation.worker", scratch, {"repo": self.repo}, fds=fds
+                self.sandbox,
+                "quasar.evaluation.worker",
+                scratch,
+                {"repo": self.repo, **self._cache_mount()},
+                fds=fds,
             )
             self._run_worker(scratch)
         finally:
@@ -372,8 +395,7 @@ class _Evaluation:
                     if channel is self.worker:
                         self._absorb(result)
                     channel.close()
-            if self.comparison is not None:
-                self.comparison.close()
+            self.comparison.close()
         self.report.kernel_seconds = self.kernel_seconds
 
     def _side_call(self, channel: Channel, side: str, op: str, **data: Any) -> dict[str, Any]:
@@ -394,31 +416,82 @@ class _Evaluation:
         scratch = self.work / "baseline"
         scratch.mkdir()
         self.baseline_worker = start_process(
-            self.sandbox, "quasar.evaluation.worker", scratch, {}, fds=self.comparison.fds("baseline")
+            self.sandbox,
+            "quasar.evaluation.worker",
+            scratch,
+            self._cache_mount(),
+            fds=self.comparison.fds("baseline"),
         )
         reply = self._side_call(
-            self.baseline_worker, "baseline", "start", device=device, entry="", repo="", quick=self.o.quick
-        )
+            self.baseline_worker, "baseline", "start", device=device, entry="", repo="", quick=self.o.quick,
+            kernel_cache=self._cache_inside(),
+        )  # fmt: skip
         if not reply.get("ok"):
             raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline worker start: {reply.get('error')}")
+        self._warm_kernel_cache(scratch)
         self.comparison.attach("baseline", self.baseline_worker)
+        # Before any submission code is loaded: the empty batch's cost and the baseline alone.
+        self.comparison.calibrate(self.baseline_worker)
+
+    def _kernel_cache(self) -> Path | None:
+        # Only Triton kernels compile (GPU); the CPU path has nothing to cache.
+        if self.o.kernel_cache_dir is None or self.report.device_type != "cuda":
+            return None
+        cache = Path(self.o.kernel_cache_dir).expanduser()
+        cache.mkdir(parents=True, exist_ok=True)
+        return cache
+
+    def _cache_mount(self) -> dict[str, Path]:
+        cache = self._kernel_cache()
+        return {} if cache is None else {"kernel-cache": cache}
+
+    def _cache_inside(self) -> str | None:
+        cache = self._kernel_cache()
+        return None if cache is None else self.sandbox.inside("kernel-cache", cache)
+
+    def _warm_kernel_cache(self, scratch: Path) -> None:
+        """Once per baseline version: the baseline's worker compiles every case's kernels and the
+        parent adds them to the validator's cache. Only this worker, which never imports submission
+        code, ever writes there; submissions get copies."""
+        cache = self._kernel_cache()
+        if cache is None:
+            return
+        marker = cache / f".warm-{self.report.device_type}-{baseline_id()[:16]}"
+        if marker.exists():
+            return
+        assert self.baseline_worker is not None
+        started = time.monotonic()
+        reply = self._side_call(self.baseline_worker, "baseline", "warm", seed=secrets.randbits(62))
+        if not reply.get("ok"):
+            raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline warm-up: {reply.get('error')}")
+        self._side_call(self.baseline_worker, "baseline", "export")
+        exported = scratch / "kernel-cache"
+        if exported.is_dir():
+            _merge_cache(exported, cache)
+            shutil.rmtree(exported, ignore_errors=True)
+        marker.touch()
+        log.info(
+            "kernel cache: the baseline's kernels compiled in %.1f s, kept in %s",
+            time.monotonic() - started,
+            cache,
+        )
 
     def _run_worker(self, scratch: Path) -> None:
         o, report = self.o, self.report
         repo_inside = self.sandbox.inside("repo", self.repo)
+        device = "cuda" if report.device_type == "cuda" else "cpu"
         reply, _ = self._startup_call(
-            "start", device="cuda" if report.device_type == "cuda" else "cpu",
-            entry=report.entry, repo=repo_inside, quick=o.quick,
+            "start", device=device, entry=report.entry, repo=repo_inside, quick=o.quick,
+            kernel_cache=self._cache_inside(),
         )  # fmt: skip
         report.device = reply.get("device_name", report.device)
         report.environment = {"torch": str(reply.get("torch"))}
         pings = [self._startup_call("ping")[1] for _ in range(5)]
         ping_ms = statistics.median(pings)
         report.wall["ping_ms"] = ping_ms
-        if self.comparison is not None:
-            self._start_baseline_worker(device="cpu")
-        else:
-            baseline = self._time("baseline", ping_ms)
+        self._phase("start_worker")
+        self._start_baseline_worker(device=device)
+        self._phase("baseline_worker_and_calibration")
 
         reply, _ = self._worker_call(
             "import", min(o.import_timeout_s, o.limits.wall_s), "importing the entry point"
@@ -428,13 +501,15 @@ class _Evaluation:
             # The bench says "importing ... failed" when the module raised, "cannot import" when absent.
             reason = REASON_IMPORT_FAILED if error.startswith("importing") else REASON_ENTRY_POINT
             raise Stop(VERDICT_FAIL, reason, error[:2000])
+        self._phase("import")
         # The checker starts (and loads torch) while the cases run.
         check_dir = self.work / "checker"
         check_dir.mkdir()
-        ro, env = {"outputs": scratch}, {"QUASAR_CHECK_DIR": self.sandbox.inside("outputs", scratch)}
-        if self.samples_dir is not None:
-            ro["timed"] = self.samples_dir
-            env["QUASAR_TIMED_DIR"] = self.sandbox.inside("timed", self.samples_dir)
+        ro = {"outputs": scratch, "timed": self.samples_dir}
+        env = {
+            "QUASAR_CHECK_DIR": self.sandbox.inside("outputs", scratch),
+            "QUASAR_TIMED_DIR": self.sandbox.inside("timed", self.samples_dir),
+        }
         self.checker = start_process(self.sandbox, "quasar.evaluation.checker", check_dir, ro, env=env)
         self.checker.send("start", device=report.device_type, quick=o.quick)
 
@@ -444,6 +519,7 @@ class _Evaluation:
             "cases", o.limits.wall_s, "running the correctness cases", seed=case_seed
         )
         cases = reply.get("cases") or []
+        self._phase("cases_in_worker")
         self.kernel_seconds += sum(float(c.get("seconds") or 0.0) for c in cases)
         saved = [c for c in cases if c.get("error") is None]
         failed = next((c for c in cases if c.get("error") is not None), None)
@@ -451,21 +527,21 @@ class _Evaluation:
             self._judge(
                 self._checker_call("cases", seed=case_seed, count=len(saved))["results"], report.cases
             )
+        self._phase("cases_checked")
         if failed is not None:
             raise fail_from_error(str(failed["error"]), f"case {failed.get('name')}")
 
-        if self.comparison is not None:
-            timing, samples = self._compare()
-        else:
-            timing, samples = self._time("entry", ping_ms, baseline=baseline)
+        timing, samples = self._compare()
+        self._phase("timing")
         result = self.worker.process if self.worker else None
-        if self.comparison is not None:
+        if result is not None:
             result.thaw()
         self._worker_send_exit()
         if result is not None:
             self._absorb(result.finish(wait_s=10.0))
         results = self._checker_call("timed", seeds={str(k): v for k, v in samples.items()})["results"]
         self._judge(results, report.timed_checks)
+        self._phase("timed_runs_checked")
         report.timing = timing
 
     def _compare(self) -> tuple[Timing, dict[int, int]]:
@@ -477,12 +553,12 @@ class _Evaluation:
         outcome = self.comparison.run(self.baseline_worker, self.worker)
         self.kernel_seconds += self.comparison.kernel_seconds
         est, plan = outcome.estimate, self.plan
-        spec = timing_spec("cpu", self.o.quick)
+        spec = timing_spec(self.report.device_type, self.o.quick)
         calls = sorted(outcome.submission_ms)
         self.report.wall["comparison"] = {
             "pairs": est.pairs, "calls_per_batch": plan.slots, "submission_ms": outcome.submission_ms,
             "baseline_ms": outcome.baseline_ms, "empty_batch_ms": outcome.empty_batch_ms,
-            "inside_ms": outcome.inside_ms,
+            "solo_ms": outcome.solo_ms, "inside_ms": outcome.inside_ms,
         }  # fmt: skip
         timing = Timing(
             shape=spec.shape_dict(), dtype=spec.dtype_name, device=self.report.device, median_ms=est.median_ms,
@@ -490,7 +566,7 @@ class _Evaluation:
             runs=est.pairs * plan.slots, input_sets=plan.slots, warmup=plan.warmup_pairs * plan.slots,
             method="parent_clock_frozen_batches", baseline_ms=est.baseline_ms, speedup=est.speedup,
             speedup_ci_low=est.ci_low, speedup_ci_high=est.ci_high, inconclusive=outcome.inconclusive,
-            tokens_per_s=spec.batch * spec.seq_len / (est.median_ms / 1e3) if est.median_ms > 0 else None,
+            peak_mem_mb=outcome.peak_mem_mb, tokens_per_s=spec.batch * spec.seq_len / (est.median_ms / 1e3) if est.median_ms > 0 else None,
         )  # fmt: skip
         return timing, outcome.samples
 
@@ -526,117 +602,3 @@ class _Evaluation:
         if op != "ping" and not reply.get("ok"):
             raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"worker {op}: {reply.get('error')}")
         return reply, rtt
-
-    def _time(self, target: str, ping_ms: float, baseline: Timing | None = None) -> Any:
-        """Time ``target`` with parent-paced runs; the baseline's Timing, or (Timing, sampled seeds)."""
-        o = self.o
-        entry = target == "entry"
-        call = self._worker_call if entry else (lambda op, _t, _w, **d: self._startup_call(op, **d))
-        where = "timing the submission" if entry else "timing the baseline"
-        reply, _ = call("time", o.limits.wall_s, where, target=target, sets=3, warmup=self.warmup)
-        sets = int(reply.get("input_sets", 3))
-        inside: list[float] = []
-        rtts: list[float] = []
-        samples: dict[int, int] = {}
-        seeds: dict[int, int] = {}
-        total = self.warmup + self.runs
-        save_previous = False
-        phase_start = None
-        peak = None
-        for i in range(total):
-            seeds[i] = secrets.randbits(62)
-            reply, _ = call("next", o.limits.wall_s, where, seed=seeds[i], save_previous=save_previous)
-            if entry and reply.get("error"):
-                raise fail_from_error(str(reply["error"]), f"timed run {i - 1}")
-            if i == self.warmup:
-                phase_start = time.perf_counter()
-            reply, rtt = call("run", o.limits.wall_s, where)
-            if not reply.get("ok"):
-                if entry:
-                    raise fail_from_error(str(reply.get("error")), f"timed run {i}")
-                raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline: {reply.get('error')}")
-            ms = float(reply.get("ms") or 0.0)
-            if entry:
-                self.kernel_seconds += ms / 1e3
-            if reply.get("peak_mem_mb") is not None:
-                peak = float(reply["peak_mem_mb"])
-            save_previous = False
-            if i >= self.warmup:
-                inside.append(ms)
-                rtts.append(rtt)
-                save_previous = self._should_sample(i, total, samples, sets)
-                if save_previous:
-                    samples[i] = seeds[i]
-        # Saves the last run's outputs when sampled (and poisons them).
-        reply, _ = call(
-            "next", o.limits.wall_s, where, seed=secrets.randbits(62), save_previous=save_previous
-        )
-        if entry and reply.get("error"):
-            raise fail_from_error(str(reply["error"]), f"timed run {total - 1}")
-        assert phase_start is not None
-        phase_ms = (time.perf_counter() - phase_start) * 1e3
-        timing = self._timing(target, inside, rtts, ping_ms, phase_ms, sets, peak, baseline)
-        if not entry:
-            samples.clear()
-        return (timing, samples) if entry else timing
-
-    def _should_sample(self, i: int, total: int, samples: dict[int, int], sets: int) -> bool:
-        """Whether to check run ``i``'s outputs, decided after it ran (the worker cannot know ahead)."""
-        left = total - i - 1
-        need = max(self.o.min_samples - len(samples), 0)
-        covered = {r % sets for r in samples}
-        if need > left or (len(covered) < 2 and left < 2 and (i % sets) not in covered):
-            return True
-        return secrets.randbelow(10_000) < int(self.o.sample_probability * 10_000)
-
-    def _timing(
-        self, target: str, inside: list[float], rtts: list[float], ping_ms: float, phase_ms: float, sets: int,
-        peak: float | None, baseline: Timing | None,
-    ) -> Timing:  # fmt: skip
-        from quasar.bench.suite import timing_spec
-
-        report = self.report
-        spec = timing_spec(report.device_type, self.o.quick)
-        inside_median = statistics.median(inside)
-        outside_median = max(statistics.median(rtts) - ping_ms, 0.0)
-        per_run_phase = phase_ms / len(inside)
-        samples = sorted(inside)
-        report.wall[target] = {
-            "inside_median_ms": inside_median, "outside_median_ms": outside_median,
-            "phase_ms": phase_ms, "per_run_phase_ms": per_run_phase,
-        }  # fmt: skip
-        charged_ms = max(inside_median, outside_median)
-        if target == "entry" and baseline is not None:
-            base = report.wall["baseline"]
-            # What a run costs beyond the call (fresh inputs, saving, round trips), measured on the
-            # trusted baseline before any submission code was loaded.
-            overhead = max(base["per_run_phase_ms"] - base["outside_median_ms"], 0.0)
-            # A patched timer makes the inside figure far below the parent's round trip: a clear
-            # reason to fail. The margin is loose because a shared machine adds scheduling noise.
-            floor_ms = 1.0 if report.device_type == "cuda" else 10.0
-            if outside_median - inside_median > max(inside_median, floor_ms / 10):
-                raise Stop(
-                    VERDICT_FAIL, REASON_TIMING_MISMATCH,
-                    f"the submission's calls took {outside_median:.3f} ms seen from outside the sandbox but "
-                    f"{inside_median:.3f} ms inside: do not patch timers or defer work past the call",
-                )  # fmt: skip
-            # Work deferred past the answer (threads, a forged reply) still has to happen inside the
-            # phase the parent times. Rather than fail on it (load on a busy validator looks the
-            # same), charge the submission for the whole phase when it clearly exceeds its calls.
-            phase_excess = per_run_phase - 3 * (charged_ms + overhead) - floor_ms
-            report.wall[target]["phase_excess_ms"] = phase_excess
-            if phase_excess > 0:
-                charged_ms = max(charged_ms, per_run_phase - overhead)
-                report.wall[target]["charged_phase_ms"] = charged_ms
-        median = charged_ms
-        timing = Timing(
-            shape=spec.shape_dict(), dtype=spec.dtype_name, device=report.device, median_ms=median,
-            p10_ms=_percentile(samples, 10), p90_ms=_percentile(samples, 90),
-            runs=len(inside), input_sets=sets, warmup=self.warmup, peak_mem_mb=peak, wall_median_ms=outside_median,
-            method="cuda_events+parent_clock" if report.device_type == "cuda" else "perf_counter+parent_clock",
-            tokens_per_s=spec.batch * spec.seq_len / (median / 1e3) if median > 0 else None,
-        )  # fmt: skip
-        if baseline is not None:
-            timing.baseline_ms = baseline.median_ms
-            timing.speedup = baseline.median_ms / median if median > 0 else None
-        return timing

@@ -1,26 +1,33 @@
 """Timing a submission against the baseline where the submission cannot move work out of the clock.
 
-The parent owns every timed run's buffers (``arena``: one sealed memfd per worker) and two sandboxed
-workers: one runs the trusted baseline and never imports submission code, the other the submission.
-For each batch of ``slots`` back-to-back calls, with the worker frozen (every process of its run
-SIGSTOPped, ``SandboxProcess.freeze``):
+The parent owns every timed run's buffers (``arena``: a sealed memfd on CPU, exported CUDA driver
+memory on GPU, one per worker) and two sandboxed workers: one runs the trusted baseline and never
+imports submission code, the other the submission. Each pair of batches gets fresh inputs, drawn
+from new seeds into the parent's own memory while both workers are frozen (every process of the
+run SIGSTOPped, ``SandboxProcess.freeze``). Then, for each side, one batch of ``slots`` calls:
 
-1. the parent draws fresh seeds, writes the inputs into the slots and fills the outputs with NaN;
-2. it starts its clock, thaws the worker and sends ``batch``;
-3. on the reply it freezes the worker again and stops its clock;
-4. only then does it decide which outputs to check, and copies those out.
+1. the parent starts its clock, copies the inputs into that side's slots and fills the outputs with
+   NaN (on GPU it waits for the copies to finish), thaws the worker and sends ``batch``;
+2. on the reply it freezes the worker again and copies every output into its own memory (the
+   snapshot; on GPU it waits for the copy); then it stops its clock;
+3. only when both sides have run does it judge the snapshots: every call against the baseline's
+   output for the same inputs (``_screen``), and the calls it now picks at random against the fp32
+   reference, in the trusted checker.
 
-So from the moment a run's inputs exist until its outputs are out of the submission's reach, every
-step lies inside the interval, and the interval is measured by the parent's own clock. The baseline
-and the submission alternate batch by batch on the same inputs (which one goes first alternates too),
-so warm-up and drift hit both alike; while one runs the other is frozen. The speed-up is the ratio of
-the median per-call times with a paired-bootstrap 95% interval (``timing_stats``); more pairs are
-measured while the interval straddles 1 + ``win_margin``, up to a bound, and a result still undecided
-then is ``inconclusive``.
+So from the moment a run's inputs exist in memory the submission can see until its outputs are out
+of its reach, every step lies inside the interval, measured by the parent's own clock; the trusted
+cost of an empty batch (the same copies, thaw, round trip, freeze and snapshot) is taken off. A
+frozen process cannot run on the CPU, but GPU work it queued keeps running: an output finished
+after the snapshot is judged as the NaN or partial values the snapshot holds, and work left running
+to slow the baseline shows as baseline batches slower than the baseline's solo batches, timed before
+any submission code was loaded. On GPU a comparison whose baseline median exceeds that solo median by
+more than ``baseline_drift`` fails (``interference``).
 
-This path runs on CPU. On GPU the buffers would have to be device memory shared across the sandbox
-(CUDA virtual-memory handles exported as file descriptors), which is not built yet: GPU timing still
-uses the worker's own loop (``evaluate._Evaluation._time``), as ``docs/security.md`` says.
+The baseline and the submission alternate batch by batch on the same inputs (which one goes first
+alternates too), so warm-up and drift hit both alike; while one runs the other is frozen. The
+speed-up is the ratio of the median per-call times with a paired-bootstrap 95% interval
+(``timing_stats``); more pairs are measured while the interval straddles 1 + ``win_margin``, up to
+a bound, and a result still undecided then is ``inconclusive``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any
 import torch
 
 from quasar.bench.cases import CaseSpec, make_inputs
+from quasar.bench.check import check_result, tolerance_for
 from quasar.bench.schema import VERDICT_ERROR, VERDICT_FAIL
 
 from .arena import Arena, slot_layout
@@ -45,19 +53,51 @@ from .timing_stats import SpeedupEstimate, estimate
 
 #: Reason when a worker's processes could not be frozen between batches.
 REASON_FREEZE_FAILED = "freeze_failed"
+#: Reason when the baseline ran slower beside the submission than alone: GPU work the submission
+#: left running while frozen, or another process on the validator's GPU.
+REASON_INTERFERENCE = "interference"
+
+SIDES = ("baseline", "entry")
 
 
 @dataclass
 class ComparisonPlan:
-    """How many batches to time: calls per batch, warm-up pairs, and the bounds on measured pairs."""
+    """How many batches to time: calls per batch, warm-up pairs, the bounds on measured pairs, and
+    how many outputs to check."""
 
     slots: int = 4
     warmup_pairs: int = 1
     min_pairs: int = 8
     max_pairs: int = 24
-    #: Probability that a submission call's output is checked (decided after its batch was frozen).
-    sample_probability: float = 0.3
-    min_samples: int = 3
+    #: Probability that a measured pair has one call, chosen at random, checked against the fp32
+    #: reference by the trusted checker (decided after both batches were frozen); ``min_samples``
+    #: pairs at least are.
+    check_probability: float = 1.0
+    #: Probability that each other call of a pair is checked against the reference as well.
+    extra_check_probability: float = 0.3
+    min_samples: int = 2
+    #: Baseline batches timed alone, before any submission code is loaded (after one warm-up).
+    solo_batches: int = 0
+    #: The most the baseline's median beside the submission may exceed its solo median (relative);
+    #: None: not checked (CPU, where a frozen process cannot run at all).
+    baseline_drift: float | None = None
+
+    @classmethod
+    def for_device(cls, device_type: str, quick: bool) -> ComparisonPlan:
+        """The plan a validator uses. On GPU a batch holds more calls (a call is ~1 ms against a few
+        ms of fixed cost per batch), and about half of the pairs have a call checked against the
+        reference (each is 100 MB and a full-shape reference); on CPU a call is long, so fewer calls
+        per batch and more checks."""
+        if device_type == "cuda":
+            plan = cls(
+                slots=16, max_pairs=32, check_probability=0.5, extra_check_probability=0.0,
+                solo_batches=8, baseline_drift=0.03,
+            )  # fmt: skip
+        else:
+            plan = cls()
+        if quick:
+            plan.min_pairs, plan.max_pairs = 6, 12
+        return plan
 
 
 @dataclass
@@ -69,11 +109,15 @@ class Comparison:
     baseline_ms: list[float]
     #: ``{run: seed}`` of the submission calls whose outputs were saved for the checker.
     samples: dict[int, int] = field(default_factory=dict)
-    #: What a batch of no calls cost on the baseline's worker (thaw, round trip, freeze), in ms; taken
-    #: off every batch of both sides.
+    #: What a batch of no calls cost on the baseline's worker (copies, thaw, round trip, freeze,
+    #: snapshot), in ms; taken off every batch of both sides.
     empty_batch_ms: float = 0.0
+    #: The baseline's per-call median alone, before any submission code was loaded (None: not timed).
+    solo_ms: float | None = None
     #: What each worker said its batches took per call (untrusted; for the log).
     inside_ms: dict[str, list[float]] = field(default_factory=dict)
+    #: GPU: the submission's peak memory in its timed calls, as it reported it (untrusted; for the log).
+    peak_mem_mb: float | None = None
 
 
 class TimedComparison:
@@ -81,26 +125,38 @@ class TimedComparison:
 
     def __init__(
         self, spec: CaseSpec, plan: ComparisonPlan, threshold: float, sample_dir: Path,
-        call: Callable[..., dict[str, Any]],
+        call: Callable[..., dict[str, Any]], device: torch.device | None = None,
     ) -> None:  # fmt: skip
         """``call(channel, side, op, **data)`` sends one command to a worker and returns its reply,
-        raising :class:`Stop` for a dead or hung worker (the caller knows how to word that)."""
+        raising :class:`Stop` for a dead or hung worker (the caller knows how to word that).
+        ``device`` is where the buffers live (the parent's name for the workers' GPU)."""
         self.spec, self.plan, self.threshold, self.sample_dir = spec, plan, threshold, sample_dir
+        self.device = device or torch.device("cpu")
+        self.cuda = self.device.type == "cuda"
         self._call = call
         layout = slot_layout(spec)
-        self.arenas = {
-            "baseline": Arena.create(layout, plan.slots),
-            "entry": Arena.create(layout, plan.slots),
+        self.arenas = {side: Arena.create(layout, plan.slots, self.device) for side in SIDES}
+        o_shape = (spec.batch, spec.seq_len, spec.heads, spec.value_dim)
+        self.snapshots = {
+            side: [torch.empty(o_shape, dtype=spec.dtype, device=self.device) for _ in range(plan.slots)]
+            for side in SIDES
         }
+        self._fresh: list[tuple[torch.Tensor, ...]] = []
         self.kernel_seconds = 0.0
         self.empty_batch_ms = 0.0
+        self.solo_ms: float | None = None
 
     def fds(self, side: str) -> tuple[int, ...]:
         return (self.arenas[side].fd,)
 
     def close(self) -> None:
+        self._fresh.clear()
+        self.snapshots.clear()
         for arena in self.arenas.values():
             arena.close()
+        if self.cuda:
+            # Gigabytes of inputs and snapshots: give them back for the next evaluation's workers.
+            torch.cuda.empty_cache()
 
     def attach(self, side: str, channel: Channel) -> None:
         """Tell a started worker where its buffers are; it stays frozen until its first batch."""
@@ -122,26 +178,46 @@ class TimedComparison:
             # submission's fault on its face, so the job goes to another validator.
             raise Stop(VERDICT_ERROR, REASON_FREEZE_FAILED, f"{side}: {exc}") from None
 
-    def _write_inputs(self, seeds: list[int]) -> None:
-        for slot, seed in enumerate(seeds):
-            fresh = make_inputs(self.spec, seed, "cpu")
-            for arena in self.arenas.values():
-                q, k, v, beta = arena.inputs(slot)
-                q.copy_(fresh.q)
-                k.copy_(fresh.k)
-                v.copy_(fresh.v)
-                beta.copy_(fresh.beta)
-                # An output the kernel never writes reads back as NaN.
-                arena.output(slot).fill_(float("nan"))
+    def _sync(self) -> None:
+        if self.cuda:
+            # Another process's context does not order itself after ours: our copies must be done.
+            torch.cuda.synchronize(self.device)
+
+    def _draw_inputs(self, seeds: list[int]) -> None:
+        """Fresh inputs for one pair, in the parent's own memory (both workers are frozen)."""
+        self._fresh = []
+        for seed in seeds:
+            fresh = make_inputs(self.spec, seed, self.device)
+            self._fresh.append((fresh.q, fresh.k, fresh.v, fresh.beta))
+        self._sync()
+
+    def _load(self, side: str) -> None:
+        """Copy the pair's inputs into one side's slots and poison its outputs; inside the clock."""
+        arena = self.arenas[side]
+        for slot, fresh in enumerate(self._fresh):
+            for dst, src in zip(arena.inputs(slot), fresh, strict=True):
+                dst.copy_(src)
+            # An output the kernel never writes reads back as NaN.
+            arena.output(slot).fill_(float("nan"))
+        self._sync()
+
+    def _snapshot(self, side: str) -> None:
+        """Copy every output out of the worker's reach; inside the clock."""
+        arena = self.arenas[side]
+        for slot, saved in enumerate(self.snapshots[side]):
+            saved.copy_(arena.output(slot))
+        self._sync()
 
     def _batch(self, side: str, channel: Channel, slots: int | None = None) -> tuple[float, dict[str, Any]]:
         """One frozen-to-frozen batch: its per-call time on the parent's clock (less the trusted cost
         of an empty batch), and the reply."""
         slots = self.plan.slots if slots is None else slots
         t0 = time.perf_counter()
+        self._load(side)
         channel.process.thaw()
         reply = self._call(channel, side, "batch", slots=list(range(slots)))
         self._freeze(side, channel)
+        self._snapshot(side)
         elapsed = (time.perf_counter() - t0) * 1e3
         per_call = max(elapsed - self.empty_batch_ms, 0.0) / max(slots, 1)
         if not reply.get("ok"):
@@ -151,24 +227,36 @@ class TimedComparison:
             raise Stop(VERDICT_ERROR, "harness_error", f"baseline batch: {error}")
         return per_call, reply
 
-    def measure_empty_batch(self, baseline: Channel) -> float:
-        """What thawing, an empty ``batch`` and freezing cost, measured on the trusted baseline's
-        worker: subtracted from every batch of both sides (the submission cannot inflate it)."""
-        costs = [self._batch("baseline", baseline, slots=0)[0] for _ in range(7)]
-        self.empty_batch_ms = statistics.median(costs)
-        return self.empty_batch_ms
+    def calibrate(self, baseline: Channel) -> None:
+        """On the trusted baseline's worker, before any submission code is loaded: what an empty
+        batch costs (subtracted from every batch of both sides; the submission cannot inflate it)
+        and, when the plan asks, the baseline's per-call median alone."""
+        self._draw_inputs([secrets.randbits(62) for _ in range(self.plan.slots)])
+        self.empty_batch_ms = statistics.median(
+            self._batch("baseline", baseline, slots=0)[0] for _ in range(7)
+        )
+        if self.plan.solo_batches:
+            solo = []
+            for number in range(self.plan.solo_batches + 1):
+                self._draw_inputs([secrets.randbits(62) for _ in range(self.plan.slots)])
+                per_call, _ = self._batch("baseline", baseline)
+                if number:  # the first compiles and warms up
+                    solo.append(per_call)
+            self.solo_ms = statistics.median(solo)
 
     def run(self, baseline: Channel, entry: Channel) -> Comparison:
         plan = self.plan
-        self.measure_empty_batch(baseline)
+        if not self.empty_batch_ms:
+            self.calibrate(baseline)
         pairs: list[tuple[float, float]] = []
         samples: dict[int, int] = {}
-        inside: dict[str, list[float]] = {"baseline": [], "entry": []}
+        inside: dict[str, list[float]] = {side: [] for side in SIDES}
+        peak: float | None = None
         run = 0
         number = 0
         while True:
             seeds = [secrets.randbits(62) for _ in range(plan.slots)]
-            self._write_inputs(seeds)
+            self._draw_inputs(seeds)
             order = [("baseline", baseline), ("entry", entry)]
             if number % 2:
                 order.reverse()
@@ -176,31 +264,74 @@ class TimedComparison:
             for side, channel in order:
                 times[side], reply = self._batch(side, channel)
                 inside[side].append(float(reply.get("inside_ms") or 0.0) / plan.slots)
-            # The submission is frozen: choose what to check now, and copy it out of its reach.
-            for slot, seed in enumerate(seeds):
-                if number >= plan.warmup_pairs and self._should_sample(samples):
-                    samples[run] = seed
-                    torch.save(
-                        {"o": self.arenas["entry"].output(slot).clone()}, self.sample_dir / f"timed_{run}.pt"
-                    )
-                if number >= plan.warmup_pairs:
-                    run += 1
-            self.kernel_seconds += times["entry"] * plan.slots / 1e3
-            if number >= plan.warmup_pairs:
+                if side == "entry" and isinstance(reply.get("peak_mem_mb"), int | float):
+                    peak = max(peak or 0.0, float(reply["peak_mem_mb"]))
+            measured = number >= plan.warmup_pairs
+            self._screen(run if measured else None)
+            if measured:
+                for slot in self._slots_to_check(len(pairs), len(samples)):
+                    samples[run + slot] = seeds[slot]
+                    saved = self.snapshots["entry"][slot].to("cpu", copy=True)
+                    torch.save({"o": saved}, self.sample_dir / f"timed_{run + slot}.pt")
+                run += plan.slots
                 pairs.append((times["baseline"], times["entry"]))
+            self.kernel_seconds += times["entry"] * plan.slots / 1e3
             number += 1
             if len(pairs) >= plan.min_pairs:
                 est = estimate(pairs, seed=secrets.randbits(32))
                 if est.decided(self.threshold) or len(pairs) >= plan.max_pairs:
                     break
+        self._check_baseline_drift(est.baseline_ms)
         return Comparison(
             estimate=est, inconclusive=not est.decided(self.threshold),
             submission_ms=[s for _, s in pairs], baseline_ms=[b for b, _ in pairs], samples=samples,
-            empty_batch_ms=self.empty_batch_ms, inside_ms=inside,
+            empty_batch_ms=self.empty_batch_ms, solo_ms=self.solo_ms, inside_ms=inside, peak_mem_mb=peak,
         )  # fmt: skip
 
-    def _should_sample(self, samples: dict[int, int]) -> bool:
-        """Check a call's output with the plan's probability; the first batches make up ``min_samples``."""
-        if len(samples) < self.plan.min_samples:
-            return True
-        return secrets.randbelow(10_000) < int(self.plan.sample_probability * 10_000)
+    def _check_baseline_drift(self, baseline_ms: float) -> None:
+        """Beside the submission the baseline must run as fast as it did alone: a frozen process
+        cannot run on the CPU, but GPU work it left queued can slow the baseline's batches."""
+        drift = self.plan.baseline_drift
+        if drift is None or self.solo_ms is None or self.solo_ms <= 0:
+            return
+        if baseline_ms > self.solo_ms * (1 + drift):
+            raise Stop(
+                VERDICT_FAIL, REASON_INTERFERENCE,
+                f"the baseline ran {baseline_ms / self.solo_ms - 1:.1%} slower beside the submission than "
+                f"alone ({baseline_ms:.3f} vs {self.solo_ms:.3f} ms per call): finish all GPU work before "
+                "the kernel returns, and leave nothing running on the device",
+            )  # fmt: skip
+
+    def _slots_to_check(self, pairs_so_far: int, checked_so_far: int) -> list[int]:
+        """Which calls of this measured pair the checker judges: one at random with the plan's
+        probability (always, while the pairs left before ``min_pairs`` are needed to reach
+        ``min_samples``), and each other with ``extra_check_probability``."""
+        plan = self.plan
+        chosen: set[int] = set()
+        pairs_left = max(plan.min_pairs - pairs_so_far - 1, 0)
+        if checked_so_far + pairs_left < plan.min_samples or _chance(plan.check_probability):
+            chosen.add(secrets.randbelow(plan.slots))
+        chosen |= {slot for slot in range(plan.slots) if _chance(plan.extra_check_probability)}
+        return sorted(chosen)
+
+    def _screen(self, first_run: int | None) -> None:
+        """Every call's output against the baseline's for the same inputs. Both are within the
+        tolerance of the fp32 reference when honest, so their distance is within twice it (the
+        triangle inequality): a sound bound that still catches any gross shortcut on any call."""
+        tolerance = 2 * tolerance_for(self.spec.dtype)
+        for slot, (expected, actual) in enumerate(zip(*(self.snapshots[s] for s in SIDES), strict=True)):
+            outcome = check_result(
+                (actual, None), expected_o=expected, expected_final=None, out_dtype=self.spec.dtype,
+                device=expected.device, tolerance=tolerance, bounds=self.spec.bounds,
+            )  # fmt: skip
+            if not outcome.passed:
+                where = "a warm-up call" if first_run is None else f"timed run {first_run + slot}"
+                raise Stop(
+                    VERDICT_FAIL, outcome.reason or "incorrect_output",
+                    f"{where}: {outcome.detail} (against the baseline's output for the same inputs, "
+                    f"tolerance {tolerance:g})",
+                )  # fmt: skip
+
+
+def _chance(probability: float) -> bool:
+    return secrets.randbelow(10_000) < int(probability * 10_000)

@@ -7,22 +7,22 @@ it is needed; every reply is one JSON line on ``REPLY_FD`` (stdout is the submis
 
 Commands, in the order the parent sends them:
 
-``start``   device, entry, repo, quick. Loads torch; replies with versions and the device name.
-``time``    target (``baseline`` before the import, ``entry`` after), shape, sets, warmup. Allocates
-            the rotating input buffers. Then for each run the parent sends ``next`` (the run's own
-            seed, which the submission cannot know earlier, and whether to save the previous run's
-            outputs) and ``run``; the reply to ``run`` carries the in-sandbox time. The parent times
-            each ``run`` round trip on its own clock, so a patched timer is caught, and decides
-            which runs' outputs to save only after they ran, so every run must be correct.
+``start``   device, entry, repo, quick, kernel_cache. Seeds this process's Triton cache from the
+            validator's read-only cache of the baseline's compiled kernels (when given), loads
+            torch; replies with versions and the device name.
+``warm``    seed. The baseline's worker only: runs every correctness case with the trusted kernel
+            and keeps nothing but the compiled kernels.
+``export``  The baseline's worker only: copies its Triton cache into the scratch dir, from where
+            the parent adds it to the validator's cache.
 ``import``  imports the entry point from the repository.
 ``cases``   seed. Runs every correctness case and saves each ``(o, final_state)`` to the scratch
             dir with ``torch.save``; the trusted checker recomputes them elsewhere.
 ``arena``   fd, slots, target (``baseline`` or ``entry``). Maps the parent's shared buffers of timed
-            runs (``arena``) from the inherited descriptor ``fd``.
+            runs (``arena``: memfd on CPU, CUDA driver memory on GPU) from the inherited ``fd``.
 ``batch``   slots. Calls the target on the inputs of each slot, back to back, and copies each output
             into the slot. The parent writes the inputs while this process is frozen, thaws it, sends
             ``batch``, freezes it again on the reply and only then reads the outputs: the whole span is
-            on the parent's clock, and nothing here runs outside it (CPU; see ``timed_runs``).
+            on the parent's clock, and nothing here runs outside it (see ``timed_runs``).
 ``exit``
 
 Outputs are saved only when they are plain ``torch.Tensor`` objects (a subclass could compute lazily
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -62,11 +63,17 @@ class Worker(CommandServer):
         self.torch: Any = None
         self.device: Any = None
         self.quick = False
-        self._timing: dict[str, Any] | None = None
         self._mem_before = 0
 
     # --- commands --------------------------------------------------------------------------------
-    def start(self, device: str, entry: str, repo: str, quick: bool = False) -> None:
+    def start(
+        self, device: str, entry: str, repo: str, quick: bool = False, kernel_cache: str | None = None
+    ) -> None:
+        # Compiled kernels and autotuning choices come from the cache when their sources match; a
+        # submission may change its own copy, never the validator's.
+        os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
+        if kernel_cache and os.environ.get("TRITON_CACHE_DIR"):
+            shutil.copytree(kernel_cache, os.environ["TRITON_CACHE_DIR"], dirs_exist_ok=True)
         import torch
 
         from quasar.bench.timing import device_name
@@ -121,6 +128,22 @@ class Worker(CommandServer):
             self.torch.cuda.synchronize(self.device)
 
     def cases(self, seed: int) -> None:
+        self.reply(ok=True, cases=self._run_cases(self.entry, seed, save=True))
+
+    def warm(self, seed: int) -> None:
+        from quasar.kernels import chunk_quasar
+
+        cases = self._run_cases(chunk_quasar, seed, save=False)
+        errors = [c["error"] for c in cases if c["error"]]
+        self.reply(ok=not errors, error=errors[0] if errors else None)
+
+    def export_cache(self) -> None:
+        source = os.environ.get("TRITON_CACHE_DIR")
+        if source and os.path.isdir(source):
+            shutil.copytree(source, self.scratch / "kernel-cache", dirs_exist_ok=True)
+        self.reply(ok=True)
+
+    def _run_cases(self, fn: Any, seed: int, *, save: bool) -> list[dict[str, Any]]:
         from quasar.bench.cases import case_seed, correctness_cases, make_inputs
 
         torch = self.torch
@@ -132,12 +155,12 @@ class Worker(CommandServer):
             result: Any = None
             try:
                 with torch.no_grad():
-                    result = self.entry(*inputs.args())
+                    result = fn(*inputs.args())
                 self._sync()
             except Exception as exc:
                 error = f"kernel_exception: {_short(exc)}"
             seconds = _perf_counter() - t0
-            if error is None:
+            if error is None and save:
                 try:
                     error = self._save(result, self.scratch / f"case_{index}.pt", spec.output_final_state)
                 except Exception as exc:
@@ -147,102 +170,19 @@ class Worker(CommandServer):
             report.append({"index": index, "name": spec.name, "error": error, "seconds": seconds})
             if error is not None:
                 break
-        self.reply(ok=True, cases=report)
-
-    def time_begin(self, target: str, sets: int, warmup: int) -> None:
-        from quasar.bench.cases import make_inputs
-        from quasar.bench.suite import timing_spec
-        from quasar.bench.timing import input_sets_needed, tensor_bytes
-
-        torch = self.torch
-
-        if target == "baseline":
-            from quasar.kernels import chunk_quasar as fn
-        else:
-            fn = self.entry
-        spec = timing_spec(self.device.type, self.quick)
-        probe = make_inputs(spec, 0, self.device)
-        # On GPU the rotation must outgrow L2; on CPU a few sets suffice, and reusing buffers is what
-        # lets the fresh values in them catch a cache keyed by data pointer.
-        count = sets
-        if self.device.type == "cuda":
-            count = max(sets, input_sets_needed(tensor_bytes(probe.args()), self.device))
-        buffers = [probe] + [make_inputs(spec, i, self.device) for i in range(1, count)]
-        if self.device.type == "cuda":
-            # Peak memory of the timed calls alone, beyond the inputs already allocated.
-            self._sync()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._mem_before = torch.cuda.memory_allocated(self.device)
-        self._timing = {
-            "fn": fn,
-            "spec": spec,
-            "buffers": buffers,
-            "run": -1,
-            "result": None,
-            "target": target,
-        }
-        self.reply(ok=True, input_sets=count, warmup=warmup)
-
-    def time_next(self, seed: int, save_previous: bool) -> None:
-        from quasar.bench.cases import make_inputs
-
-        t = self._timing
-        assert t is not None, "time_begin first"
-        error = None
-        if t["result"] is not None or t["run"] >= 0:
-            if save_previous:
-                # The baseline saves too (then discards), so both phases carry the same overhead
-                # and the parent can compare their wall-clock time per run.
-                path = self.scratch / f"{'timed' if t['target'] == 'entry' else 'baseline'}_{t['run']}.pt"
-                try:
-                    error = self._save(t["result"], path, False)
-                except Exception as exc:
-                    error = f"bad_return_value: {_short(exc)}"
-                if t["target"] != "entry":
-                    path.unlink(missing_ok=True)
-            self._poison(t["result"])
-            t["result"] = None
-        t["run"] += 1
-        buffers = t["buffers"][t["run"] % len(t["buffers"])]
-        # Fresh values in the same buffers: a cache keyed by shape or data pointer serves stale data.
-        fresh = make_inputs(t["spec"], seed, self.device)
-        for dst, src in zip(buffers.tensors(), fresh.tensors(), strict=True):
-            if dst is not None:
-                dst.copy_(src)
-        self._sync()
-        self.reply(ok=True, run=t["run"], error=error)
-
-    def time_run(self) -> None:
-        t = self._timing
-        assert t is not None
-        torch = self.torch
-        args = t["buffers"][t["run"] % len(t["buffers"])].args()
-        cuda = self.device.type == "cuda"
-        error = None
-        try:
-            with torch.no_grad():
-                if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                t0 = _perf_counter()
-                t["result"] = t["fn"](*args)
-                if cuda:
-                    end.record()
-                self._sync()
-                wall_ms = (_perf_counter() - t0) * 1e3
-                ms = start.elapsed_time(end) if cuda else wall_ms
-        except Exception as exc:
-            error, ms, wall_ms = f"kernel_exception: {_short(exc)}", None, None
-        peak = None
-        if cuda and error is None:
-            peak = (torch.cuda.max_memory_allocated(self.device) - self._mem_before) / 2**20
-        self.reply(ok=error is None, ms=ms, wall_ms=wall_ms, error=error, peak_mem_mb=peak)
+        return report
 
     def attach_arena(self, fd: int, slots: int, target: str) -> None:
         from quasar.bench.suite import timing_spec
         from quasar.evaluation.arena import Arena, slot_layout
 
-        self._arena = Arena.attach(fd, slot_layout(timing_spec(self.device.type, self.quick)), slots)
+        spec = timing_spec(self.device.type, self.quick)
+        self._arena = Arena.attach(fd, slot_layout(spec), slots, self.device)
+        if self.device.type == "cuda":
+            # Peak memory of the timed calls alone, beyond what is allocated now (for the report).
+            self._sync()
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+            self._mem_before = self.torch.cuda.memory_allocated(self.device)
         if target == "baseline":
             from quasar.kernels import chunk_quasar as fn
         else:
@@ -276,14 +216,16 @@ class Worker(CommandServer):
                 self._sync()
         except Exception as exc:
             error = f"kernel_exception: {_short(exc)}"
+        peak = None
+        if self.device.type == "cuda":
+            peak = (torch.cuda.max_memory_allocated(self.device) - self._mem_before) / 2**20
         # For the log only: the parent's clock is the one that counts.
-        self.reply(ok=error is None, error=error, inside_ms=(_perf_counter() - t0) * 1e3)
+        self.reply(ok=error is None, error=error, inside_ms=(_perf_counter() - t0) * 1e3, peak_mem_mb=peak)
 
     def handlers(self) -> dict[str, Any]:
         return {
-            "start": self.start, "import": self.do_import, "cases": self.cases,
-            "time": self.time_begin, "next": self.time_next, "run": self.time_run,
-            "arena": self.attach_arena, "batch": self.batch, "ping": lambda: self.reply(ok=True),
+            "start": self.start, "import": self.do_import, "cases": self.cases, "arena": self.attach_arena,
+            "warm": self.warm, "export": self.export_cache, "batch": self.batch, "ping": lambda: self.reply(ok=True),
         }  # fmt: skip
 
     def describe_error(self, exc: Exception) -> str:

@@ -324,8 +324,11 @@ def test_wrong_answers_fail(submit, source: str, reasons: tuple[str, ...]) -> No
     _fails(report, *reasons)
     if source in (CACHE_BY_SHAPE, CACHE_BY_POINTER):
         # A cache pays off only on repeated shapes or buffers: the correctness cases pass, and the
-        # sampled timed runs (fresh values in reused buffers) catch it.
-        assert all(c.passed for c in report.cases) and not report.timed_checks[-1].passed
+        # timed runs (fresh values in reused buffers) catch it, screened against the baseline's
+        # output or checked against the reference.
+        assert all(c.passed for c in report.cases)
+        screened = "against the baseline's output" in (report.detail or "")
+        assert screened or not report.timed_checks[-1].passed, report.detail
 
 
 # --- lying about time ----------------------------------------------------------------------------------
@@ -588,8 +591,7 @@ def test_writes_outside_scratch_are_contained(submit, tmp_path: Path) -> None:
 # --- GPU only ------------------------------------------------------------------------------------------
 
 # The baseline's own Triton kernel, so the honest and the hidden work take the same time.
-SIDE_STREAM = (
-    """
+SIDE_STREAM = """
 from .fast import chunk_quasar as _honest
 import torch
 
@@ -604,27 +606,35 @@ def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu
         o, f = _honest(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
     return o, f
 """
-)
+
+
+# Every synchronisation of the worker is a no-op: each batch answers while its kernels still run.
+ANSWERS_EARLY = """
+from .fast import chunk_quasar as _honest
+from quasar.evaluation import worker
+
+worker.Worker._sync = lambda self: None
+chunk_quasar = _honest
+"""
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(
     not (os.environ.get("CUDA_VISIBLE_DEVICES") != "" and __import__("torch").cuda.is_available()),
-    reason="side-stream timing needs a CUDA device; run on the GPU machine",
+    reason="GPU timing needs a CUDA device; run on the GPU machine",
 )
-def test_side_stream_work_is_timed_or_caught_on_gpu(submit) -> None:
-    # On a GPU the cases reach T = 100,000: each saved output is ~100 MB, and ~9 of them are saved.
+@pytest.mark.parametrize("source", [SIDE_STREAM, ANSWERS_EARLY], ids=["side_stream", "answers_early"])
+def test_gpu_work_hidden_from_the_call_is_timed_or_caught(submit, source: str) -> None:
     gpu = {"device": "cuda", "gpu_index": 0, "wall_s": 600, "memory_mb": 32768, "scratch_mb": 4096}
     honest = submit(None, **gpu)
     _passes(honest)
-    report = submit(SIDE_STREAM, **gpu)
+    report = submit(source, **gpu)
     print(
-        f"side stream: honest {honest.median_ms:.3f} ms; cheat {report.verdict} {report.reason or ''} "
-        f"{report.median_ms} ms; parent-side {report.wall}"
+        f"honest {honest.median_ms:.3f} ms; hidden {report.verdict} {report.reason or ''} {report.median_ms} ms"
     )
-    # Either the parent's clock (device-wide sync before each reply) charges the hidden work, or the
-    # gap between the event time and the parent's clock fails it.
+    # The parent's clock runs until the outputs are copied out of the worker's reach: work finished
+    # before that is charged, work finished after it leaves NaN in the copy.
     if report.verdict == "pass":
-        assert report.median_ms >= 0.5 * honest.median_ms
+        assert report.median_ms >= 0.95 * honest.median_ms
     else:
-        _fails(report, "timing_mismatch", "incorrect_output", "nan_or_inf")
+        _fails(report, "interference", "incorrect_output", "nan_or_inf")

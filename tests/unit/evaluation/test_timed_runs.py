@@ -90,3 +90,97 @@ def test_interval_holds_the_true_ratio_and_narrows_with_pairs() -> None:
     assert tie.ci_low <= 1.0 <= tie.ci_high
     with pytest.raises(ValueError):
         estimate([(1.0, 1.0)])
+
+
+def test_an_exported_kernel_cache_is_merged_entry_by_entry(tmp_path: Path) -> None:
+    from quasar.evaluation.evaluate import _merge_cache
+
+    exported, cache = tmp_path / "exported", tmp_path / "cache"
+    for name, text in (("aaa", "new"), ("bbb", "new")):
+        (exported / name).mkdir(parents=True)
+        (exported / name / "kernel.cubin").write_text(text)
+    (cache / "aaa").mkdir(parents=True)
+    (cache / "aaa" / "kernel.cubin").write_text("kept")
+    _merge_cache(exported, cache)
+    # An entry already there is never replaced; a new one arrives whole; nothing is left aside.
+    assert (cache / "aaa" / "kernel.cubin").read_text() == "kept"
+    assert (cache / "bbb" / "kernel.cubin").read_text() == "new"
+    assert sorted(p.name for p in cache.iterdir()) == ["aaa", "bbb"]
+
+
+def _comparison(tmp_path: Path, plan: object | None = None):  # noqa: ANN202 - the class under test
+    from quasar.evaluation.timed_runs import ComparisonPlan, TimedComparison
+
+    def no_worker(*_args: object, **_kwargs: object) -> dict[str, object]:
+        raise AssertionError("these parts talk to no worker")
+
+    return TimedComparison(SPEC, plan or ComparisonPlan(), 1.01, tmp_path, no_worker)
+
+
+def test_every_call_is_screened_against_the_baselines_output(tmp_path: Path) -> None:
+    from quasar.evaluation.channel import Stop
+
+    comparison = _comparison(tmp_path)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        for slot in range(comparison.plan.slots):
+            expected = torch.randn(SPEC.batch, SPEC.seq_len, SPEC.heads, SPEC.value_dim, generator=gen)
+            comparison.snapshots["baseline"][slot].copy_(expected)
+            # Honest: a little rounding apart.
+            comparison.snapshots["entry"][slot].copy_(expected * (1 + 1e-4))
+        comparison._screen(first_run=8)
+        # One call of four wrong on one head only: the screen names that call.
+        comparison.snapshots["entry"][2][..., 1, :] = 0
+        with pytest.raises(Stop) as caught:
+            comparison._screen(first_run=8)
+        assert caught.value.verdict == "fail" and "timed run 10" in caught.value.detail
+    finally:
+        comparison.close()
+
+
+def test_checked_calls_reach_the_minimum_even_at_probability_zero(tmp_path: Path) -> None:
+    from quasar.evaluation.timed_runs import ComparisonPlan
+
+    plan = ComparisonPlan(min_pairs=8, check_probability=0.0, extra_check_probability=0.0, min_samples=2)
+    comparison = _comparison(tmp_path, plan)
+    try:
+        chosen = [comparison._slots_to_check(pair, 0) for pair in range(8)]
+        # The last pairs before min_pairs are checked when nothing was: one random call each.
+        assert [len(c) for c in chosen] == [0] * 6 + [1, 1]
+        assert all(0 <= slot < plan.slots for c in chosen for slot in c)
+        full = ComparisonPlan(check_probability=1.0, extra_check_probability=0.0)
+        assert all(len(_comparison(tmp_path, full)._slots_to_check(p, 5)) == 1 for p in range(20))
+    finally:
+        comparison.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA driver memory needs a GPU")
+def test_device_memory_crosses_the_sandbox(tmp_path: Path) -> None:
+    device = torch.device("cuda", 0)
+    arena = Arena.create(LAYOUT, 2, device)
+    try:
+        q = arena.inputs(1)[0]
+        q.copy_(torch.arange(q.numel(), device=device).view(q.shape).to(q.dtype))
+        torch.cuda.synchronize()
+        code = (
+            "import sys, torch\n"
+            "from quasar.bench.cases import CaseSpec\n"
+            "from quasar.evaluation.arena import Arena, slot_layout\n"
+            "torch.zeros(1, device='cuda')\n"
+            "spec = CaseSpec('slot', 1, 64, 2, 8, 8, torch.float16)\n"
+            "a = Arena.attach(int(sys.argv[1]), slot_layout(spec), 2, torch.device('cuda'))\n"
+            "a.output(1).copy_(a.inputs(1)[0] * 2)\n"
+            "torch.cuda.synchronize()\n"
+        )
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        box = Sandbox(SandboxLimits(wall_s=120, memory_bytes=16 * 2**30, max_pids=256), gpu_index=0)
+        process = box.start(
+            [sys.executable, "-I", "-c", code, str(arena.fd)], scratch=scratch, pass_fds=(arena.fd,)
+        )
+        result = process.finish()
+        assert result.returncode == 0, result.output.decode(errors="replace")[-2000:]
+        assert torch.equal(arena.output(1), q * 2)
+    finally:
+        arena.close()
