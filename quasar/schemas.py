@@ -127,6 +127,13 @@ class Round(WireModel):
     baseline_ms: float | None = None
     winner_hotkey: str | None = None
     finalized_block: int | None = None
+    evaluator_version: str | None = Field(
+        None,
+        description="The evaluator version this round's results must come from; pinned by its first pass or fail naming one.",
+    )
+    baseline_id: str | None = Field(
+        None, description="sha256 of the baseline sources this round's speed-ups must be measured against."
+    )
 
 
 class RoundPage(WireModel):
@@ -203,7 +210,9 @@ class Submission(WireModel):
     inference_url: str | None = None
     kernel_tree_hash: str | None = None
     duplicate_of: int | None = None
-    sandbox: str | None = Field(None, description="The sandboxes its verdicts were reached in ('; '-separated).")
+    sandbox: str | None = Field(
+        None, description="The sandboxes its verdicts were reached in ('; '-separated)."
+    )
     score: float | None = Field(None, description="Median speed-up over the baseline across results.")
     median_ms: float | None = None
     reason: str | None = None
@@ -255,7 +264,8 @@ class JobResult(RequestModel):
     speedup_ci_low: float | None = Field(None, gt=0, description="Low end of the speed-up's 95% interval.")
     speedup_ci_high: float | None = Field(None, gt=0, description="High end of the speed-up's 95% interval.")
     inconclusive: bool | None = Field(
-        None, description="The interval still straddled 1 + WIN_MARGIN after the most batches allowed: never counts."
+        None,
+        description="The interval still straddled 1 + WIN_MARGIN after the most batches allowed: never counts.",
     )
     evaluator_version: Annotated[str, StringConstraints(pattern=EVALUATOR_VERSION_PATTERN)] | None = None
     baseline_id: Annotated[str, StringConstraints(pattern=BASELINE_ID_PATTERN)] | None = Field(
@@ -265,7 +275,9 @@ class JobResult(RequestModel):
     peak_mem_mb: float | None = Field(None, ge=0)
     kernel_tree_hash: Annotated[str, StringConstraints(pattern=TREE_HASH_PATTERN)] | None = None
     sandbox: str | None = Field(
-        None, max_length=200, description="Where the submission ran, e.g. 'bwrap, cgroup v2, uid 65534, seccomp'."
+        None,
+        max_length=200,
+        description="Where the submission ran, e.g. 'bwrap, cgroup v2, uid 65534, seccomp'.",
     )
     logit_check: LogitCheck | None = None
     report: dict[str, Any] | None = Field(None, description="The full evaluation report, kept for audit.")

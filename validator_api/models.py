@@ -119,6 +119,9 @@ class Round(Base):
     finalized_block: Mapped[int | None] = mapped_column(BigInteger)
     # {"uids": [...], "weights": [...], "hotkeys": [...]}, frozen at finalize so GET /v1/weights is stable.
     weights: Mapped[dict[str, Any] | None]
+    # The evaluator and baseline the round's results are judged by, pinned by its first pass/fail naming both.
+    evaluator_version: Mapped[str | None] = mapped_column(String(32))
+    baseline_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finalized_at: Mapped[datetime | None]
 

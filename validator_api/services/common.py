@@ -45,6 +45,8 @@ def round_out(row: models.Round) -> schemas.Round:
         baseline_ms=row.baseline_ms,
         winner_hotkey=row.winner_hotkey,
         finalized_block=row.finalized_block,
+        evaluator_version=row.evaluator_version,
+        baseline_id=row.baseline_id,
     )
 
 

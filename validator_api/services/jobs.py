@@ -289,6 +289,8 @@ def post_result(
                 )
             raise ApiError(403, "not_your_job", f"job {job_id} was done by another validator")
         _require_holder(job, validator)
+        # The last refusal: once past it, the round may be pinned, in this same transaction.
+        require_round_evaluator(session, sub.round_id, result)
 
         row = models.Result(
             job_id=job.id,
@@ -348,6 +350,57 @@ def post_result(
         answer.submission_status,
     )
     return answer
+
+
+def _round_evaluator(session: Session, round_id: int) -> tuple[str | None, str | None]:
+    # A Core read, so it sees the row as it is now, not as the session first loaded it.
+    pinned = session.execute(
+        select(ROUNDS.c.evaluator_version, ROUNDS.c.baseline_id).where(ROUNDS.c.id == round_id)
+    ).one()
+    return pinned.evaluator_version, pinned.baseline_id
+
+
+def require_round_evaluator(session: Session, round_id: int, result: schemas.JobResult) -> None:
+    """A round only combines results of one evaluator version and one baseline: the pair its first
+    accepted pass or fail naming both carried. That result pins the pair on the round (call this
+    last, inside the result's transaction, so a refusal after it cannot leave a pin behind); once
+    pinned, a pass or fail with another pair, or none, is refused: 409 ``evaluator_mismatch``,
+    nothing written.
+
+    An ``error`` neither pins nor is refused: it is never combined (no score, no baseline), only
+    hands the job to another validator, and the validator's own error results name no evaluator.
+    Race-safe: the pin is a conditional UPDATE (``evaluator_version IS NULL``), and the pair is read
+    again after it, so of two first results posted at once the loser is judged against the winner's.
+    Before any pin, a result naming neither is accepted as before."""
+    if result.verdict not in ("pass", "fail"):
+        return
+    version, baseline = _round_evaluator(session, round_id)
+    if version is None:
+        if result.evaluator_version is None or result.baseline_id is None:
+            return
+        session.execute(
+            update(ROUNDS)
+            .where(ROUNDS.c.id == round_id, ROUNDS.c.evaluator_version.is_(None))
+            .values(evaluator_version=result.evaluator_version, baseline_id=result.baseline_id)
+        )
+        version, baseline = _round_evaluator(session, round_id)
+        if version == result.evaluator_version and baseline == result.baseline_id:
+            log.info("round %s is judged by evaluator %s, baseline %s", round_id, version, baseline)
+            return
+    if (result.evaluator_version, result.baseline_id) != (version, baseline):
+        posted = (
+            f"evaluator {result.evaluator_version or '(none)'} against baseline {_short(result.baseline_id)}"
+        )
+        raise ApiError(
+            409, "evaluator_mismatch",
+            f"round {round_id} is judged by evaluator {version} against baseline {_short(baseline)}, "
+            f"this result by {posted}; it was not recorded. Upgrade the validator to evaluator {version}, "
+            "or wait for the next round",
+        )  # fmt: skip
+
+
+def _short(baseline_id: str | None) -> str:
+    return "(none)" if baseline_id is None else baseline_id[:12]
 
 
 def recomputed_speedup(result: schemas.JobResult) -> float | None:
