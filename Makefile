@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU build of PyTorch: an unpinned `torch` would pull a multi-GB CUDA build.
+# The CPU build of PyTorch, from PyTorch's own index where it can be reached (an unpinned `torch`
+# from PyPI is a multi-GB CUDA build). Where only PyPI answers, its build of the same version is used.
 TORCH_PIN ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
@@ -20,7 +22,9 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q --retries 1 --timeout 20 "$(TORCH_PIN)" --index-url "$(TORCH_INDEX)" || { \
+	  echo "$(TORCH_INDEX) cannot be reached: installing $(TORCH_PIN) from PyPI (its CUDA build, several GB)" >&2; \
+	  $(PY) -m pip install -q "$(TORCH_PIN)"; }
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
