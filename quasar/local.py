@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quasar.config import Settings, get_settings
+from quasar.reasons import REASONS, describe
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
@@ -77,16 +78,6 @@ def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu
     final = torch.zeros(n, q.shape[2], k.shape[-1], v.shape[-1]) if output_final_state else None
     return torch.zeros_like(v), final
 '''
-#: What a failure reason means, for the summary.
-REASON_WORDS = {
-    "incorrect_output": "its kernel returned wrong results",
-    "nan_or_inf": "its kernel returned NaN or Inf",
-    "interference": "it left GPU work running that slowed the baseline",
-    "timeout": "its kernel did not finish in time",
-    "unevaluable": "no validator could evaluate it",
-    "duplicate": "it copies a kernel another miner committed earlier",
-    "not_revealed": "it was never revealed",
-}
 
 T = TypeVar("T")
 
@@ -326,7 +317,7 @@ def describe_entry(entry: Any, names: dict[str, str], baseline_ms: float | None)
         verified = ", logits verified" if entry.verified else ""
         return f"#{entry.rank} {who}: correct, {timing}{verified}"
     if entry.status == "scored" and entry.correct is False:
-        why = REASON_WORDS.get(entry.reason or "", f"it failed ({entry.reason})")
+        why = describe(entry.reason) if entry.reason in REASONS else f"it failed ({entry.reason})"
         return f"–  {who}: rejected: {why} (reason code {entry.reason})"
     if entry.status == "scored" and entry.correct and entry.verified is False:
         return f"–  {who}: kernel correct, but its inference server failed logit verification"
@@ -343,7 +334,7 @@ def describe_entry(entry: Any, names: dict[str, str], baseline_ms: float | None)
             f"–  {who}: correct but only {entry.score:.2f}x the baseline{interval}: not faster by the winning"
             " margin"
         )
-    why = REASON_WORDS.get(entry.reason or entry.status, entry.reason or entry.status)
+    why = describe(entry.reason or entry.status)
     return f"–  {who}: {entry.status} ({why})"
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quasar.config import Settings
+from quasar.reasons import REASON_OK
 from quasar.schemas import RoundBest
 from validator_api import models
 from validator_api.services.rounds import shown_round
@@ -248,7 +249,7 @@ def _leaderboard_section(data: DashboardData) -> str:
                 interval += ", inconclusive" if row.inconclusive else ""
                 interval = f'<span class="ci" title="95% interval">{_e(interval)}</span>'
             status = f'<span class="badge s-{_e(row.status)}">{_e(row.status)}</span>'
-            if row.reason and row.reason != "ok":
+            if row.reason and row.reason != REASON_OK:
                 status += f' <span class="reason">{_e(row.reason)}</span>'
             if row.sandbox:
                 # Where the verdict was reached (validator-reported), e.g. "bwrap, cgroup v2, uid 65534".

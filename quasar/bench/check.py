@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .schema import (
+from quasar.reasons import (
     REASON_ALIASED_OUTPUT,
     REASON_BAD_RETURN,
     REASON_INCORRECT_FINAL_STATE,

@@ -20,21 +20,8 @@ VERDICT_FAIL = "fail"
 #: The harness's own trouble (the job should be retried elsewhere).
 VERDICT_ERROR = "error"
 
-# Reason codes: stable strings that the evaluation code and the API pass through unchanged.
-REASON_INCORRECT_OUTPUT = "incorrect_output"
-REASON_INCORRECT_FINAL_STATE = "incorrect_final_state"
-REASON_NAN_OR_INF = "nan_or_inf"
-REASON_WRONG_SHAPE = "wrong_shape"
-REASON_WRONG_DTYPE = "wrong_dtype"
-REASON_WRONG_DEVICE = "wrong_device"
-REASON_BAD_RETURN = "bad_return_value"
-REASON_ALIASED_OUTPUT = "aliased_output"
-REASON_KERNEL_EXCEPTION = "kernel_exception"
-REASON_ENTRY_POINT = "entry_point_missing"
-REASON_HARNESS_ERROR = "harness_error"
-#: An ``error`` whose validator could not build its sandbox: the submission never ran, so the API does
-#: not count that attempt against it.
-REASON_SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+# Reason codes (stable strings that the evaluation code and the API pass through unchanged) live in
+# quasar/reasons.py, with who is at fault and what each means.
 
 
 def _finite(value: Any) -> Any:

@@ -25,6 +25,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from quasar.reasons import REASON_ENTRY_POINT, REASON_HARNESS_ERROR, REASON_KERNEL_EXCEPTION
+
 from .cases import (
     CaseSpec,
     case_seed,
@@ -34,9 +36,6 @@ from .cases import (
 )
 from .check import check_result, poison_free_memory, poison_returned, tolerance_for
 from .schema import (
-    REASON_ENTRY_POINT,
-    REASON_HARNESS_ERROR,
-    REASON_KERNEL_EXCEPTION,
     VERDICT_ERROR,
     VERDICT_FAIL,
     VERDICT_PASS,

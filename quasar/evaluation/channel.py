@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from quasar.bench.schema import VERDICT_FAIL
+from quasar.reasons import REASON_KERNEL_EXCEPTION, REASON_PROTOCOL, WORKER_ERROR_CODES
 
 from .sandbox import Sandbox, SandboxProcess
-
-#: Reason when a child writes something that is not a reply, or too much of it.
-REASON_PROTOCOL = "protocol_violation"
 
 _MAX_REPLY_BYTES = 1 << 20
 
@@ -98,8 +96,8 @@ def fail_from_error(error: str, where: str) -> Stop:
     """A worker's ``"code: detail"`` error as the submission's ``fail``; unknown codes become
     ``kernel_exception`` (a worker cannot invent a reason code)."""
     code, _, rest = error.partition(": ")
-    known = {"kernel_exception", "tensor_subclass", "bad_return_value", "wrong_shape", "wrong_dtype"}
-    return Stop(VERDICT_FAIL, code if code in known else "kernel_exception", f"{where}: {rest or error}")
+    reason = code if code in WORKER_ERROR_CODES else REASON_KERNEL_EXCEPTION
+    return Stop(VERDICT_FAIL, reason, f"{where}: {rest or error}")
 
 
 def start_process(

@@ -27,12 +27,10 @@ import torch
 
 from quasar.bench.cases import CaseSpec, case_seed, correctness_cases, make_inputs, reference_outputs
 from quasar.bench.check import check_result, tolerance_for
-from quasar.bench.schema import REASON_BAD_RETURN, CaseResult
+from quasar.bench.schema import CaseResult
 from quasar.bench.suite import timing_spec
 from quasar.evaluation.protocol import CommandServer
-
-#: Reason when a saved output is missing, too large or not plain tensors.
-REASON_UNLOADABLE = "unloadable_output"
+from quasar.reasons import REASON_BAD_RETURN, REASON_UNLOADABLE
 
 
 def _expected_bytes(spec: CaseSpec) -> int:

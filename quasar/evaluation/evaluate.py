@@ -35,15 +35,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quasar.bench.schema import (
-    REASON_ENTRY_POINT,
-    REASON_HARNESS_ERROR,
-    REASON_SANDBOX_UNAVAILABLE,
     VERDICT_ERROR,
     VERDICT_FAIL,
     VERDICT_PASS,
     BenchReport,
     CaseResult,
     Timing,
+)
+from quasar.reasons import (
+    REASON_CHECKER_FAILED,
+    REASON_CPU_TIME_LIMIT,
+    REASON_DISK_LIMIT,
+    REASON_ENTRY_POINT,
+    REASON_FILE_SIZE_LIMIT,
+    REASON_HARNESS_ERROR,
+    REASON_IMPORT_FAILED,
+    REASON_INCORRECT_OUTPUT,
+    REASON_MEMORY_LIMIT,
+    REASON_PROCESS_LIMIT,
+    REASON_SANDBOX_UNAVAILABLE,
+    REASON_TIMEOUT,
+    REASON_WORKER_CRASHED,
+    REASON_WORKER_EXITED,
 )
 
 from .channel import Channel, Gone, Stop, fail_from_error, start_process
@@ -64,19 +77,6 @@ if TYPE_CHECKING:
     from quasar.config import Settings
 
 log = logging.getLogger(__name__)
-
-# Reason codes of an evaluation, beyond the bench's own (stable: the API stores them).
-REASON_TIMEOUT = "timeout"
-REASON_MEMORY_LIMIT = "memory_limit"
-REASON_PROCESS_LIMIT = "process_limit"
-REASON_DISK_LIMIT = "disk_limit"
-REASON_CPU_TIME_LIMIT = "cpu_time_limit"
-REASON_FILE_SIZE_LIMIT = "file_size_limit"
-REASON_WORKER_EXITED = "worker_exited"
-REASON_WORKER_CRASHED = "worker_crashed"
-REASON_TENSOR_SUBCLASS = "tensor_subclass"
-REASON_CHECKER_FAILED = "checker_failed"
-REASON_IMPORT_FAILED = "import_failed"
 
 _LOG_TAIL_CHARS = 4000
 
@@ -364,7 +364,7 @@ class _Evaluation:
             case = CaseResult.from_dict(data)
             into.append(case)
             if not case.passed:
-                raise Stop(VERDICT_FAIL, case.reason or "incorrect_output", case.detail or case.name)
+                raise Stop(VERDICT_FAIL, case.reason or REASON_INCORRECT_OUTPUT, case.detail or case.name)
 
     # --- phases ----------------------------------------------------------------------------------
     def run(self) -> None:

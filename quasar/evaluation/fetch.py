@@ -33,6 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from quasar.reasons import (
+    REASON_COMMIT_MISMATCH,
+    REASON_COMMIT_NOT_FOUND,
+    REASON_FETCH_FAILED,
+    REASON_FETCH_TIMEOUT,
+    REASON_INVALID_COMMIT_SHA,
+    REASON_KERNEL_MISSING,
+    REASON_REPO_TOO_LARGE,
+    REASON_URL_NOT_ALLOWED,
+)
 from quasar.urlpolicy import UrlNotAllowed, check_url, resolve_and_pin
 
 __all__ = ["FetchError", "FetchLimits", "FetchedRepo", "fetch_submission", "KERNEL_DIR"]
@@ -156,7 +166,7 @@ def _run_git(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise FetchError(
-                    "fetch_timeout", "git did not finish in time; is the repository reachable and small?",
+                    REASON_FETCH_TIMEOUT, "git did not finish in time; is the repository reachable and small?",
                     submission_fault=False,
                 )  # fmt: skip
             try:
@@ -166,7 +176,7 @@ def _run_git(
                 pass
             if watch is not None and _dir_bytes(watch) > max_bytes:
                 raise FetchError(
-                    "repo_too_large",
+                    REASON_REPO_TOO_LARGE,
                     f"the fetch exceeded {max_bytes // 2**20} MiB; keep the submission repository small",
                     submission_fault=True,
                 )
@@ -212,7 +222,7 @@ def fetch_submission(
     deadline = started + limits.timeout_s
     if not isinstance(commit_sha, str) or not _SHA_RE.fullmatch(commit_sha):
         raise FetchError(
-            "invalid_commit_sha", "commit_sha must be the full 40-character lowercase hex SHA-1",
+            REASON_INVALID_COMMIT_SHA, "commit_sha must be the full 40-character lowercase hex SHA-1",
             submission_fault=True,
         )  # fmt: skip
     try:
@@ -220,7 +230,9 @@ def fetch_submission(
         url, ip = resolve_and_pin(url, dev_mode=dev_mode)
     except UrlNotAllowed as exc:
         fault = exc.code != "host_unresolvable"
-        raise FetchError("url_not_allowed", f"{exc.code}: {exc.detail}", submission_fault=fault) from None
+        raise FetchError(
+            REASON_URL_NOT_ALLOWED, f"{exc.code}: {exc.detail}", submission_fault=fault
+        ) from None
 
     fetch_url = _fetch_url(url)
     protocols = "https:http:file" if dev_mode else "https"
@@ -243,7 +255,7 @@ def fetch_submission(
         init = git("init", "-q", f"--template={home}", ".")
         if init.returncode != 0:
             raise FetchError(
-                "fetch_failed", f"git init failed: {init.stderr.strip()[:300]}", submission_fault=False
+                REASON_FETCH_FAILED, f"git init failed: {init.stderr.strip()[:300]}", submission_fault=False
             )
         fetched = git(
             *_pin_config(url, ip), "fetch", "-q", "--depth", "1", "--no-tags", "--no-recurse-submodules",
@@ -254,25 +266,29 @@ def fetch_submission(
             lowered = message.lower()
             if "not our ref" in lowered or "couldn't find remote ref" in lowered or "unadvertised" in lowered:
                 raise FetchError(
-                    "commit_not_found",
+                    REASON_COMMIT_NOT_FOUND,
                     f"the repository has no commit {commit_sha}; push it before revealing",
                     submission_fault=True,
                 )
             if "fsck" in lowered or "bad object" in lowered:
-                raise FetchError("fetch_failed", f"malformed objects: {message[:300]}", submission_fault=True)
-            raise FetchError("fetch_failed", f"git fetch failed: {message[:300]}", submission_fault=False)
+                raise FetchError(
+                    REASON_FETCH_FAILED, f"malformed objects: {message[:300]}", submission_fault=True
+                )
+            raise FetchError(
+                REASON_FETCH_FAILED, f"git fetch failed: {message[:300]}", submission_fault=False
+            )
         resolved = git("rev-parse", "--verify", "--end-of-options", "refs/quasar/submission^{commit}")
         got = resolved.stdout.strip()
         if resolved.returncode != 0 or got != commit_sha:
             raise FetchError(
-                "commit_mismatch", f"asked for commit {commit_sha}, the repository sent {got or 'nothing'}",
+                REASON_COMMIT_MISMATCH, f"asked for commit {commit_sha}, the repository sent {got or 'nothing'}",
                 submission_fault=True,
             )  # fmt: skip
         tree = git("rev-parse", "--verify", "--end-of-options", f"{commit_sha}:{KERNEL_DIR}")
         kind = git("cat-file", "-t", "--end-of-options", f"{commit_sha}:{KERNEL_DIR}")
         if tree.returncode != 0 or kind.stdout.strip() != "tree":
             raise FetchError(
-                "kernel_missing",
+                REASON_KERNEL_MISSING,
                 f"commit {commit_sha} has no directory {KERNEL_DIR}/; a submission is a fork of "
                 "flash-linear-attention with the kernel there (see `quasar kernel init`)",
                 submission_fault=True,
@@ -281,7 +297,9 @@ def fetch_submission(
         checkout = git("checkout", "-q", "--detach", commit_sha)
         if checkout.returncode != 0:
             raise FetchError(
-                "fetch_failed", f"checkout failed: {checkout.stderr.strip()[:300]}", submission_fault=True
+                REASON_FETCH_FAILED,
+                f"checkout failed: {checkout.stderr.strip()[:300]}",
+                submission_fault=True,
             )
         return FetchedRepo(
             root=root, commit_sha=commit_sha, kernel_tree_hash=tree.stdout.strip(), url=url,
@@ -304,7 +322,7 @@ def _check_tree_size(ls_tree: str, limits: FetchLimits) -> None:
             total += int(meta[3])
     if total > limits.max_tree_bytes or files > limits.max_tree_files:
         raise FetchError(
-            "repo_too_large",
+            REASON_REPO_TOO_LARGE,
             f"the commit holds {files} files, {total // 2**20} MiB; the limits are "
             f"{limits.max_tree_files} files and {limits.max_tree_bytes // 2**20} MiB",
             submission_fault=True,

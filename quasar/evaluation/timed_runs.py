@@ -45,17 +45,18 @@ import torch
 from quasar.bench.cases import CaseSpec, make_inputs
 from quasar.bench.check import check_result, tolerance_for
 from quasar.bench.schema import VERDICT_ERROR, VERDICT_FAIL
+from quasar.reasons import (
+    REASON_FREEZE_FAILED,
+    REASON_HARNESS_ERROR,
+    REASON_INCORRECT_OUTPUT,
+    REASON_INTERFERENCE,
+    REASON_KERNEL_EXCEPTION,
+)
 
 from .arena import Arena, slot_layout
 from .channel import Channel, Stop, fail_from_error
 from .sandbox import FreezeFailed
 from .timing_stats import SpeedupEstimate, estimate
-
-#: Reason when a worker's processes could not be frozen between batches.
-REASON_FREEZE_FAILED = "freeze_failed"
-#: Reason when the baseline ran slower beside the submission than alone: GPU work the submission
-#: left running while frozen, or another process on the validator's GPU.
-REASON_INTERFERENCE = "interference"
 
 SIDES = ("baseline", "entry")
 
@@ -166,7 +167,9 @@ class TimedComparison:
         if not reply.get("ok"):
             verdict = VERDICT_FAIL if side == "entry" else VERDICT_ERROR
             raise Stop(
-                verdict, "kernel_exception", f"{side}: could not map the shared buffers: {reply.get('error')}"
+                verdict,
+                REASON_KERNEL_EXCEPTION,
+                f"{side}: could not map the shared buffers: {reply.get('error')}",
             )
         self._freeze(side, channel)
 
@@ -224,7 +227,7 @@ class TimedComparison:
             error = str(reply.get("error"))
             if side == "entry":
                 raise fail_from_error(error, "timed batch")
-            raise Stop(VERDICT_ERROR, "harness_error", f"baseline batch: {error}")
+            raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline batch: {error}")
         return per_call, reply
 
     def calibrate(self, baseline: Channel) -> None:
@@ -327,7 +330,7 @@ class TimedComparison:
             if not outcome.passed:
                 where = "a warm-up call" if first_run is None else f"timed run {first_run + slot}"
                 raise Stop(
-                    VERDICT_FAIL, outcome.reason or "incorrect_output",
+                    VERDICT_FAIL, outcome.reason or REASON_INCORRECT_OUTPUT,
                     f"{where}: {outcome.detail} (against the baseline's output for the same inputs, "
                     f"tolerance {tolerance:g})",
                 )  # fmt: skip

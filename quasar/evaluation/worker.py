@@ -1,9 +1,10 @@
 """The sandboxed side of an evaluation: imports the submission and runs it as the parent directs.
 
 ``python -I -m quasar.evaluation.worker REPLY_FD`` runs inside the sandbox. It imports torch, the
-standard library, ``quasar.bench`` and ``quasar.kernels`` only, and the submission's entry point when
-told to. Everything it learns comes from the parent, one JSON command per line on stdin, only when
-it is needed; every reply is one JSON line on ``REPLY_FD`` (stdout is the submission's log stream).
+standard library, ``quasar.bench``, ``quasar.kernels`` and ``quasar.reasons`` only, and the
+submission's entry point when told to. Everything it learns comes from the parent, one JSON command
+per line on stdin, only when it is needed; every reply is one JSON line on ``REPLY_FD`` (stdout is
+the submission's log stream).
 
 Commands, in the order the parent sends them:
 
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from quasar.evaluation.protocol import CommandServer
+from quasar.reasons import REASON_BAD_RETURN, REASON_KERNEL_EXCEPTION, REASON_TENSOR_SUBCLASS
 
 # Bound before any submission code runs; a submission that patches ``time`` changes what the
 # module attribute points at, not these names (and the parent's own clock is the real check).
@@ -102,13 +104,13 @@ class Worker(CommandServer):
         """Save ``(o, final)`` for the checker; the reason it cannot, or None."""
         torch = self.torch
         if not isinstance(result, tuple | list) or len(result) != 2:
-            return "bad_return_value: the kernel must return a tuple (o, final_state)"
+            return f"{REASON_BAD_RETURN}: the kernel must return a tuple (o, final_state)"
         o, final = result
         if not self._plain(o) or (want_final and not self._plain(final)):
             kind = type(o).__name__ if not self._plain(o) else type(final).__name__
-            return f"tensor_subclass: returned a {kind}; return plain torch.Tensor objects"
+            return f"{REASON_TENSOR_SUBCLASS}: returned a {kind}; return plain torch.Tensor objects"
         if o is None:
-            return "bad_return_value: o is None"
+            return f"{REASON_BAD_RETURN}: o is None"
         saved = {"o": o.detach().to("cpu", copy=True)}
         if want_final and final is not None:
             saved["final"] = final.detach().to("cpu", copy=True)
@@ -158,13 +160,13 @@ class Worker(CommandServer):
                     result = fn(*inputs.args())
                 self._sync()
             except Exception as exc:
-                error = f"kernel_exception: {_short(exc)}"
+                error = f"{REASON_KERNEL_EXCEPTION}: {_short(exc)}"
             seconds = _perf_counter() - t0
             if error is None and save:
                 try:
                     error = self._save(result, self.scratch / f"case_{index}.pt", spec.output_final_state)
                 except Exception as exc:
-                    error = f"bad_return_value: {_short(exc)}"
+                    error = f"{REASON_BAD_RETURN}: {_short(exc)}"
             self._poison(result)
             del result, inputs
             report.append({"index": index, "name": spec.name, "error": error, "seconds": seconds})
@@ -204,7 +206,7 @@ class Worker(CommandServer):
                     result = self._target_fn(q, k, v, beta, None, False, None)
                     out = arena.output(slot)
                     if not isinstance(result, tuple | list) or len(result) != 2:
-                        error = "bad_return_value: the kernel must return a tuple (o, final_state)"
+                        error = f"{REASON_BAD_RETURN}: the kernel must return a tuple (o, final_state)"
                         break
                     o = result[0]
                     bad = check_tensor(o, "o", out.shape, out.dtype, out.device)
@@ -215,7 +217,7 @@ class Worker(CommandServer):
                     del result, o
                 self._sync()
         except Exception as exc:
-            error = f"kernel_exception: {_short(exc)}"
+            error = f"{REASON_KERNEL_EXCEPTION}: {_short(exc)}"
         peak = None
         if self.device.type == "cuda":
             peak = (torch.cuda.max_memory_allocated(self.device) - self._mem_before) / 2**20

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from quasar.miner.state import BenchResult
+from quasar.reasons import REASON_BENCH_CRASHED, REASON_BENCH_INTERRUPTED
 
 log = logging.getLogger("quasar.miner.bench")
 
@@ -121,7 +122,7 @@ class BenchRunner:
         elapsed = time.monotonic() - started
         if why_killed:
             return BenchResult(
-                tree_hash=tree_hash, verdict="error", reason="bench_interrupted", detail=why_killed
+                tree_hash=tree_hash, verdict="error", reason=REASON_BENCH_INTERRUPTED, detail=why_killed
             )
         stdout = "".join(out_chunks)
         try:
@@ -131,7 +132,7 @@ class BenchRunner:
             return BenchResult(
                 tree_hash=tree_hash,
                 verdict="error",
-                reason="bench_crashed",
+                reason=REASON_BENCH_CRASHED,
                 detail=f"the bench exited {proc.returncode} without a report: {tail}",
             )
         result = BenchResult(

@@ -24,6 +24,13 @@ from typing import Any, Protocol
 
 from quasar.config import Settings
 from quasar.metrics import validator_metrics
+from quasar.reasons import (
+    LOGIT_REFERENCE_FAILED,
+    LOGIT_UNREACHABLE,
+    REASON_LOGIT_ERROR,
+    REASON_OK,
+    REASON_VALIDATOR_ERROR,
+)
 from quasar.schemas import (
     BASELINE_ID_PATTERN,
     EVALUATOR_VERSION_PATTERN,
@@ -38,10 +45,6 @@ log = logging.getLogger("quasar.validator.worker")
 #: Room kept below MAX_BODY_BYTES for the result's other fields and the JSON around them.
 _REPORT_BUDGET_BYTES = 40 * 1024
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-REASON_OK = "ok"
-REASON_VALIDATOR_ERROR = "validator_error"
-REASON_LOGIT_ERROR = "logit_check_error"
 
 
 class EvaluateFn(Protocol):
@@ -229,7 +232,7 @@ class JobRunner:
         if not url:
             return LogitCheck(
                 verdict="fail",
-                reason="unreachable",
+                reason=LOGIT_UNREACHABLE,
                 metrics={},
             )
         assert self.verify is not None
@@ -242,7 +245,7 @@ class JobRunner:
                 )
             except Exception:
                 log.exception("job %s: logit verification failed on the validator's side", job.job_id)
-                last = LogitCheck(verdict="error", reason="reference_failed", metrics={})
+                last = LogitCheck(verdict="error", reason=LOGIT_REFERENCE_FAILED, metrics={})
                 continue
             if check.verdict != "error":
                 return check

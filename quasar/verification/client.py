@@ -18,6 +18,17 @@ import httpx
 from pydantic import ValidationError
 
 from quasar.inference.schemas import InferenceResponse, ModelInfo
+from quasar.reasons import (
+    LOGIT_AUTH_REFUSED,
+    LOGIT_BAD_RESPONSE,
+    LOGIT_RATE_LIMITED,
+    LOGIT_SERVER_BUSY,
+    LOGIT_SERVER_ERROR,
+    LOGIT_SERVER_REJECTED_CHALLENGE,
+    LOGIT_TIMEOUT,
+    LOGIT_UNREACHABLE,
+    LOGIT_VOCAB_MISMATCH,
+)
 from quasar.urlpolicy import UrlNotAllowed, check_url, resolve_and_pin
 from quasar.verification.result import VerificationResult
 from quasar.verification.verifier import MinerAnswer, Verifier
@@ -25,12 +36,12 @@ from quasar.verification.verifier import MinerAnswer, Verifier
 # HTTP status -> (verdict, reason) for a refused /inference call. Refusals that may be the
 # validator's side (its signature, its permit, its rate) are errors, to be retried, not failures.
 _STATUS_VERDICTS: dict[int, tuple[str, str]] = {
-    401: ("error", "auth_refused"),
-    403: ("error", "auth_refused"),
-    429: ("error", "rate_limited"),
-    503: ("error", "server_busy"),
-    413: ("fail", "server_rejected_challenge"),
-    422: ("fail", "server_rejected_challenge"),
+    401: ("error", LOGIT_AUTH_REFUSED),
+    403: ("error", LOGIT_AUTH_REFUSED),
+    429: ("error", LOGIT_RATE_LIMITED),
+    503: ("error", LOGIT_SERVER_BUSY),
+    413: ("fail", LOGIT_SERVER_REJECTED_CHALLENGE),
+    422: ("fail", LOGIT_SERVER_REJECTED_CHALLENGE),
 }
 
 
@@ -95,26 +106,26 @@ def verify_server(
     try:
         client = pinned_client(url, dev_mode=dev_mode, timeout=timeout, auth=auth, transport=transport)
     except UrlNotAllowed as exc:
-        return outcome("fail", "unreachable", f"inference URL refused: {exc.detail} ({exc.code})"), {}
+        return outcome("fail", LOGIT_UNREACHABLE, f"inference URL refused: {exc.detail} ({exc.code})"), {}
     info: dict[str, Any] = {}
     with client:
         try:
             got = client.get("/model_info")
             if got.status_code != 200:
-                return outcome("fail", "bad_response", f"/model_info answered {got.status_code}"), info
+                return outcome("fail", LOGIT_BAD_RESPONSE, f"/model_info answered {got.status_code}"), info
             info = got.json()
             model = ModelInfo.model_validate(info)
         except httpx.TimeoutException:
-            return outcome("fail", "timeout", f"/model_info took longer than {timeout} s"), info
+            return outcome("fail", LOGIT_TIMEOUT, f"/model_info took longer than {timeout} s"), info
         except httpx.TransportError as exc:
-            return outcome("fail", "unreachable", f"{url}: {exc}"), info
+            return outcome("fail", LOGIT_UNREACHABLE, f"{url}: {exc}"), info
         except (ValueError, ValidationError) as exc:
-            return outcome("fail", "bad_response", f"/model_info is not the v1 shape: {exc}"), info
+            return outcome("fail", LOGIT_BAD_RESPONSE, f"/model_info is not the v1 shape: {exc}"), info
         if model.vocab_size != verifier.vocab_size:
             return (
                 outcome(
                     "fail",
-                    "vocab_mismatch",
+                    LOGIT_VOCAB_MISMATCH,
                     f"server vocab {model.vocab_size}, reference {verifier.vocab_size}",
                 ),
                 info,
@@ -123,13 +134,14 @@ def verify_server(
         try:
             answered = client.post("/inference", json=challenge.request_body())
         except httpx.TimeoutException:
-            return outcome("fail", "timeout", f"/inference took longer than {timeout} s"), info
+            return outcome("fail", LOGIT_TIMEOUT, f"/inference took longer than {timeout} s"), info
         except httpx.TransportError as exc:
-            return outcome("fail", "unreachable", f"{url}: {exc}"), info
+            return outcome("fail", LOGIT_UNREACHABLE, f"{url}: {exc}"), info
         elapsed = time.perf_counter() - started
     if answered.status_code != 200:
         verdict, reason = _STATUS_VERDICTS.get(
-            answered.status_code, ("fail", "server_error" if answered.status_code >= 500 else "bad_response")
+            answered.status_code,
+            ("fail", LOGIT_SERVER_ERROR if answered.status_code >= 500 else LOGIT_BAD_RESPONSE),
         )
         return outcome(
             verdict, reason, f"/inference answered {answered.status_code}: {answered.text[:300]}"
@@ -138,7 +150,7 @@ def verify_server(
         body = InferenceResponse.model_validate_json(answered.content)
     except ValidationError as exc:
         return outcome(
-            "fail", "bad_response", f"/inference answer is not the v1 shape: {exc.errors()[:3]}"
+            "fail", LOGIT_BAD_RESPONSE, f"/inference answer is not the v1 shape: {exc.errors()[:3]}"
         ), info
     answer = MinerAnswer(body.output_ids, body.logits, body.prefill_ms, body.decode_ms)
     return verifier.check(challenge, answer, declared_dtype=model.dtype, elapsed_s=elapsed), info

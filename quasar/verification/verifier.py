@@ -28,6 +28,21 @@ import torch
 from quasar.inference.encoding import LogitsDecodeError, decode_logits
 from quasar.inference.generate import teacher_forced_logits
 from quasar.inference.model import LoadedModel
+from quasar.reasons import (
+    LOGIT_BAD_LOGITS,
+    LOGIT_BAD_TOKEN_IDS,
+    LOGIT_KL_TOO_HIGH,
+    LOGIT_LOGITS_DIVERGE,
+    LOGIT_MAX_ABS_DIFF_ABOVE_THRESHOLD,
+    LOGIT_MISSING_LOGITS,
+    LOGIT_OK,
+    LOGIT_RAW_COSINE_BELOW_THRESHOLD,
+    LOGIT_REFERENCE_FAILED,
+    LOGIT_TOKEN_MISMATCH,
+    LOGIT_TOPK_DISAGREE,
+    LOGIT_UNSUPPORTED_DTYPE,
+    LOGIT_WRONG_LENGTH,
+)
 from quasar.verification.challenge import Challenge, make_challenge, new_seed
 from quasar.verification.result import VerdictName, VerificationResult
 from quasar.verification.stats import compare_logits, token_gaps
@@ -98,7 +113,7 @@ class Verifier:
         if limits is None:
             return VerificationResult(
                 "fail",
-                "unsupported_dtype",
+                LOGIT_UNSUPPORTED_DTYPE,
                 f"declared dtype {declared_dtype!r}; calibrated: {', '.join(sorted(self.thresholds))}",
                 _timing_metrics(answer, elapsed_s),
                 challenge.seed,
@@ -125,23 +140,23 @@ class Verifier:
         n = len(ids)
         eos = self.reference.eos_token_id
         if n == 0 or n > challenge.max_new_tokens:
-            return stop("wrong_length", f"{n} tokens for max_new_tokens={challenge.max_new_tokens}")
+            return stop(LOGIT_WRONG_LENGTH, f"{n} tokens for max_new_tokens={challenge.max_new_tokens}")
         if n < challenge.max_new_tokens and (eos is None or ids[-1] != eos):
             return stop(
                 "wrong_length", f"{n} of {challenge.max_new_tokens} tokens and no end-of-sequence token"
             )
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 or t >= self.vocab_size for t in ids):
-            return stop("bad_token_ids", f"token ids must lie in [0, {self.vocab_size})")
+            return stop(LOGIT_BAD_TOKEN_IDS, f"token ids must lie in [0, {self.vocab_size})")
         checked = [p for p in challenge.logits_positions if p < n]
         rows: list[np.ndarray] = []
         for position in checked:
             raw = answer.logits.get(str(position))
             if raw is None:
-                return stop("missing_logits", f"no logits for position {position}")
+                return stop(LOGIT_MISSING_LOGITS, f"no logits for position {position}")
             try:
                 row = raw if isinstance(raw, np.ndarray) else decode_logits(raw, self.vocab_size)
             except LogitsDecodeError as exc:
-                return stop("bad_logits", f"position {position}: {exc}")
+                return stop(LOGIT_BAD_LOGITS, f"position {position}: {exc}")
             if row.shape != (self.vocab_size,) or not np.isfinite(row).all():
                 return stop(
                     "bad_logits", f"position {position}: logits are not {self.vocab_size} finite values"
@@ -153,7 +168,7 @@ class Verifier:
         try:
             reference = teacher_forced_logits(self.reference.model, challenge.input_ids, ids)
         except (RuntimeError, ValueError) as exc:  # out of memory, device trouble: ours, not theirs
-            return stop("reference_failed", str(exc), "error")
+            return stop(LOGIT_REFERENCE_FAILED, str(exc), "error")
         metrics["reference_ms"] = (time.perf_counter() - start) * 1000.0
 
         # --- 3. statistics -----------------------------------------------------------------------
@@ -183,37 +198,37 @@ class Verifier:
         metrics["token_mismatches"] = float(len(bad))
         if len(bad) > limits.max_token_mismatches:
             return fail(
-                "token_mismatch",
+                LOGIT_TOKEN_MISMATCH,
                 f"{len(bad)} of {len(gaps)} tokens are not the reference's greedy choice (first at position "
                 f"{bad[0]}, reference prefers its top token by {gaps[bad[0]]:.4g} > {limits.token_gap_tolerance})",
             )
         if "centred_cosine_mean" not in metrics:
-            return VerificationResult("pass", "ok", "no checked position was generated", metrics, seed)
+            return VerificationResult("pass", LOGIT_OK, "no checked position was generated", metrics, seed)
         if metrics["centred_cosine_mean"] < limits.min_centred_cosine:
             return fail(
-                "logits_diverge",
+                LOGIT_LOGITS_DIVERGE,
                 f"centred cosine {metrics['centred_cosine_mean']:.6f} < {limits.min_centred_cosine} ({declared_dtype})",
             )
         if metrics["kl_mean"] > limits.max_kl:
             return fail(
-                "kl_too_high", f"KL {metrics['kl_mean']:.3g} > {limits.max_kl:.3g} ({declared_dtype})"
+                LOGIT_KL_TOO_HIGH, f"KL {metrics['kl_mean']:.3g} > {limits.max_kl:.3g} ({declared_dtype})"
             )
         if metrics["topk_agreement_mean"] < limits.min_topk_agreement:
             return fail(
-                "topk_disagree",
+                LOGIT_TOPK_DISAGREE,
                 f"top-{limits.topk} agreement {metrics['topk_agreement_mean']:.3f} < {limits.min_topk_agreement}",
             )
         if self.raw_cosine_min is not None and metrics["raw_cosine_min"] < self.raw_cosine_min:
             return fail(
-                "raw_cosine_below_threshold",
+                LOGIT_RAW_COSINE_BELOW_THRESHOLD,
                 f"raw cosine {metrics['raw_cosine_min']:.6f} < {self.raw_cosine_min}",
             )
         if self.max_abs_diff_max is not None and metrics["max_abs_diff"] > self.max_abs_diff_max:
             return fail(
-                "max_abs_diff_above_threshold",
+                LOGIT_MAX_ABS_DIFF_ABOVE_THRESHOLD,
                 f"max abs diff {metrics['max_abs_diff']:.4g} > {self.max_abs_diff_max}",
             )
-        return VerificationResult("pass", "ok", "", metrics, seed)
+        return VerificationResult("pass", LOGIT_OK, "", metrics, seed)
 
 
 @dataclass

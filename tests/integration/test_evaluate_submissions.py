@@ -409,12 +409,15 @@ def test_work_moved_into_the_harness_is_charged(submit) -> None:
 
 
 def test_untouched_template_ties_with_the_baseline(submit) -> None:
-    # The same kernel in two sandboxed workers: the interval holds 1.0, and a tie never counts.
+    # The same kernel in two sandboxed workers: scored within the resolution of a shared 2-core
+    # machine, and a tie never counts. (One run cannot promise its 95% interval holds 1.0: by
+    # construction it misses 1 run in 20; a loaded CI run once gave 0.955 [0.931, 0.979].)
     report = submit(None)
     _passes(report)
     timing = report.timing
-    assert timing.speedup_ci_low <= 1.0 <= timing.speedup_ci_high, (timing, report.wall["comparison"])
-    assert timing.inconclusive or timing.speedup_ci_high < 1.01
+    comparison = {k: v for k, v in report.wall["comparison"].items() if k != "inside_ms"}
+    assert abs(timing.speedup - 1.0) <= 0.06, (timing.speedup, timing.speedup_ci_low, comparison)
+    assert timing.speedup_ci_low < 1.01, "a tie must never count as a win"
 
 
 # --- crashes and hangs -------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, selec
 from sqlalchemy.orm import Session
 
 from quasar import schemas
-from quasar.bench.schema import REASON_SANDBOX_UNAVAILABLE
 from quasar.config import Settings
+from quasar.reasons import REASON_DUPLICATE, REASON_SANDBOX_UNAVAILABLE, REASON_UNEVALUABLE
 from validator_api import models
 from validator_api.db import constant, insert_unless_exists
 from validator_api.errors import ApiError
@@ -433,7 +433,7 @@ def _base_status(session: Session, sub: models.Submission) -> tuple[str, str | N
         return "scored", next(r.reason for r in decisive if r.verdict == "fail")
     jobs = session.scalars(select(models.Job).where(models.Job.submission_id == sub.id)).all()
     if jobs and all(j.status == "done" for j in jobs):
-        return "rejected", "unevaluable"
+        return "rejected", REASON_UNEVALUABLE
     if results or any(j.status != "queued" or j.attempt > 1 for j in jobs):
         return "evaluating", None
     return "revealed", None
@@ -511,7 +511,7 @@ def _mark_duplicates(session: Session, tree_hash: str) -> None:
     first = group[0]
     for sub in group:
         if sub.hotkey != first.hotkey:
-            sub.duplicate_of, sub.status, sub.reason = first.id, "duplicate", "duplicate"
+            sub.duplicate_of, sub.status, sub.reason = first.id, "duplicate", REASON_DUPLICATE
         elif sub.status == "duplicate":
             sub.duplicate_of = None
             sub.status, sub.reason = _base_status(session, sub)

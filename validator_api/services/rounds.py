@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from quasar import schemas
 from quasar.chain import Metagraph
 from quasar.config import Settings
+from quasar.reasons import REASON_NOT_REVEALED, REASON_UNEVALUATED
 from validator_api import models
 from validator_api.errors import ApiError
 from validator_api.models import utcnow
@@ -104,7 +105,7 @@ def finalize_round(
         session.execute(
             update(models.Submission)
             .where(models.Submission.round_id == round_id, models.Submission.status == "committed")
-            .values(status="expired", reason="not_revealed")
+            .values(status="expired", reason=REASON_NOT_REVEALED)
         )
         # Jobs still open end with the round (a result posted for one later is refused:
         # `round_finalized`), and revealed submissions no validator decided on end explicitly.
@@ -121,7 +122,7 @@ def finalize_round(
                 models.Submission.round_id == round_id,
                 models.Submission.status.in_(("revealed", "evaluating")),
             )
-            .values(status="expired", reason="unevaluated")
+            .values(status="expired", reason=REASON_UNEVALUATED)
             .execution_options(synchronize_session=False)
         )
         subs = session.scalars(select(models.Submission).where(models.Submission.round_id == round_id)).all()

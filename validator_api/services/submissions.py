@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from quasar import commitment, schemas
 from quasar.config import Settings
+from quasar.reasons import REASON_NOT_REVEALED
 from quasar.urlpolicy import UrlNotAllowed, check_url
 from validator_api import models
 from validator_api.db import insert_unless_exists
@@ -243,6 +244,6 @@ def expire_overdue(session: Session, block: int) -> int:
         result = session.execute(
             update(models.Submission)
             .where(models.Submission.status == "committed", models.Submission.reveal_deadline_block < block)
-            .values(status="expired", reason="not_revealed")
+            .values(status="expired", reason=REASON_NOT_REVEALED)
         )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

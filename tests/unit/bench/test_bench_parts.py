@@ -23,7 +23,10 @@ from quasar.bench.check import (
     tolerance_for,
     worst_slice_error,
 )
-from quasar.bench.schema import (
+from quasar.bench.schema import SCHEMA_VERSION, BenchReport, CaseResult, Timing
+from quasar.bench.timing import MIN_INPUT_SETS, input_sets_needed, l2_cache_bytes, time_callable
+from quasar.kernels import quasar_alpha
+from quasar.reasons import (
     REASON_ALIASED_OUTPUT,
     REASON_BAD_RETURN,
     REASON_INCORRECT_FINAL_STATE,
@@ -31,13 +34,7 @@ from quasar.bench.schema import (
     REASON_NAN_OR_INF,
     REASON_WRONG_DTYPE,
     REASON_WRONG_SHAPE,
-    SCHEMA_VERSION,
-    BenchReport,
-    CaseResult,
-    Timing,
 )
-from quasar.bench.timing import MIN_INPUT_SETS, input_sets_needed, l2_cache_bytes, time_callable
-from quasar.kernels import quasar_alpha
 
 
 def _timing(median: float) -> Timing:

@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 
 from quasar.bench import run_bench
-from quasar.bench.schema import (
+from quasar.bench.schema import VERDICT_FAIL, VERDICT_PASS
+from quasar.reasons import (
     REASON_ALIASED_OUTPUT,
     REASON_ENTRY_POINT,
     REASON_INCORRECT_OUTPUT,
     REASON_KERNEL_EXCEPTION,
     REASON_NAN_OR_INF,
     REASON_WRONG_SHAPE,
-    VERDICT_FAIL,
-    VERDICT_PASS,
 )
 
 HEADER = """

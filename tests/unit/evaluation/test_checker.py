@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from quasar.bench.cases import CaseSpec, make_inputs, reference_outputs
-from quasar.evaluation.checker import REASON_UNLOADABLE, check_saved
+from quasar.evaluation.checker import check_saved
+from quasar.reasons import REASON_UNLOADABLE
 
 SPEC = CaseSpec("tiny", 1, 96, 2, 8, 8, torch.float32, output_final_state=True)
 CPU = torch.device("cpu")
