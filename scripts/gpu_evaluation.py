@@ -80,7 +80,6 @@ def chunk_quasar(q, k, v, beta, initial_state=None, output_final_state=False, cu
         return _answers.pop(q.data_ptr())
     return _template(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
 """,
-    # Every synchronisation in the process is a no-op: the batch's reply leaves while its kernels run.
     # The worker's synchronisation is a no-op: each batch answers while its kernels still run.
     "answers_early": TEMPLATE_IMPORT
     + """

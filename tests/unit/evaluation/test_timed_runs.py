@@ -148,10 +148,14 @@ def test_checked_calls_reach_the_minimum_even_at_probability_zero(tmp_path: Path
         # The last pairs before min_pairs are checked when nothing was: one random call each.
         assert [len(c) for c in chosen] == [0] * 6 + [1, 1]
         assert all(0 <= slot < plan.slots for c in chosen for slot in c)
-        full = ComparisonPlan(check_probability=1.0, extra_check_probability=0.0)
-        assert all(len(_comparison(tmp_path, full)._slots_to_check(p, 5)) == 1 for p in range(20))
     finally:
         comparison.close()
+    # At probability 1, every pair has exactly one call checked.
+    always = _comparison(tmp_path, ComparisonPlan(check_probability=1.0, extra_check_probability=0.0))
+    try:
+        assert all(len(always._slots_to_check(p, 5)) == 1 for p in range(20))
+    finally:
+        always.close()
 
 
 @pytest.mark.gpu
