@@ -6,19 +6,19 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-# The CPU build of PyTorch, pinned like `make test` does: an unpinned torch pulls a multi-GB CUDA wheel.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-
 COPY pyproject.toml setup.py README.md ./
 COPY quasar ./quasar
 COPY validator_api ./validator_api
 COPY neurons ./neurons
 COPY miner ./miner
-RUN pip install .
+# The API's extra only: the API imports neither torch nor transformers, so the image has neither.
+RUN pip install ".[api]"
 
 RUN useradd --create-home --uid 10001 quasar && mkdir -p /data && chown quasar /data
 USER quasar
-ENV HOST=0.0.0.0 PORT=8000 QUASAR_HOME=/data LOG_FORMAT=json
+# Production chain unless told otherwise (compose and render set it too); the settings' own default
+# is the embedded dev chain.
+ENV HOST=0.0.0.0 PORT=8000 QUASAR_HOME=/data LOG_FORMAT=json SUBTENSOR_NETWORK=finney
 VOLUME ["/data"]
 EXPOSE 8000
 

@@ -10,7 +10,7 @@ if [ ! -f "$marker" ]; then
     if [ "${QUASAR_TORCH:-}" = "cpu" ]; then
         pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
     fi
-    pip install --no-cache-dir /opt/quasar/src
+    pip install --no-cache-dir "/opt/quasar/src[neuron]"
     touch "$marker"
 fi
 exec quasar inference --host 0.0.0.0 --port "${MINER_INFERENCE_PORT:-8000}"

@@ -6,25 +6,89 @@ the work. `--json` output is JSON alone on stdout; logs and progress go to stder
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from typer.core import TyperGroup
 
-from quasar.chain.cli import app as chain_app
-from quasar.config import InvalidSettings, Settings, get_settings
 from quasar.evaluation.cli import evaluate_command
 from quasar.inference.cli import serve as inference_serve
-from quasar.local import app as local_app
-from quasar.miner.cli import app as miner_app
-from quasar.models.cli import app as model_app
-from quasar.validator.cli import app as validator_app
-from quasar.verification.cli import app as verify_app
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from quasar.config import Settings
+
+
+# --- sub-apps imported on first use ---------------------------------------------------------------
+# Importing every role's CLI module at start cost about 1.5 s (the chain client, the settings,
+# httpx) on every `quasar ...`, `--help` and `env` included. These groups are listed in `quasar
+# --help` by name and help alone; a group's module is imported when it is run (or its own --help).
+class LazyGroup(NamedTuple):
+    module: str
+    attribute: str
+    help: str
+
+
+LAZY_GROUPS: dict[str, LazyGroup] = {
+    "chain": LazyGroup("quasar.chain.cli", "app", "The local dev chain (embedded profile)."),
+    "local": LazyGroup("quasar.local", "app", "The whole subnet on this machine (embedded profile)."),
+    "verify": LazyGroup(
+        "quasar.verification.cli",
+        "app",
+        "Logit verification of a miner's inference server, and its calibration.",
+    ),
+    "model": LazyGroup("quasar.models.cli", "app", "Models the project builds itself."),
+    "miner": LazyGroup("quasar.miner.cli", "app", "The miner neuron (the same as python -m neurons.miner)."),
+    "validator": LazyGroup(
+        "quasar.validator.cli", "app", "The validator neuron (the same as python -m neurons.validator)."
+    ),
+}
+
+
+def load_group(name: str) -> Any:
+    """The Click group of LAZY_GROUPS[name], built as `app.add_typer(sub_app, name=..., help=...)` would."""
+    entry = LAZY_GROUPS[name]
+    holder = typer.Typer()
+    holder.add_typer(
+        getattr(importlib.import_module(entry.module), entry.attribute), name=name, help=entry.help
+    )
+    return typer.main.get_group(holder).commands[name]
+
+
+class QuasarGroup(TyperGroup):
+    """The root group: LAZY_GROUPS stand as placeholders until one is looked up to be run.
+
+    Only the help page (`format_help`) reads the placeholders, for their name and help; any other
+    look-up (running a group, `quasar chain --help`, the test runner) imports the real one first.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self._placeholders = set(LAZY_GROUPS)
+        self._formatting_help = False
+        for name, entry in LAZY_GROUPS.items():
+            self.commands[name] = TyperGroup(name=name, help=entry.help)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self._placeholders and not self._formatting_help:
+            self.commands[cmd_name] = load_group(cmd_name)
+            self._placeholders.discard(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._formatting_help = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._formatting_help = False
+
 
 app = typer.Typer(
     name="quasar",
@@ -32,6 +96,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=QuasarGroup,
 )
 db_app = typer.Typer(help="Database migrations of the Validator API.", no_args_is_help=True)
 wallet_app = typer.Typer(help="Development hotkeys (offline, no prompts).", no_args_is_help=True)
@@ -41,14 +106,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(round_app, name="round")
 app.add_typer(kernel_app, name="kernel")
-app.add_typer(chain_app, name="chain", help="The local dev chain (embedded profile).")
-app.add_typer(local_app, name="local", help="The whole subnet on this machine (embedded profile).")
-app.add_typer(verify_app, name="verify")
-app.add_typer(model_app, name="model")
-app.add_typer(miner_app, name="miner", help="The miner neuron (the same as python -m neurons.miner).")
-app.add_typer(
-    validator_app, name="validator", help="The validator neuron (the same as python -m neurons.validator)."
-)
+# chain, local, verify, model, miner, validator follow (LAZY_GROUPS, in that order).
 app.command("inference")(inference_serve)
 
 err = Console(stderr=True)
@@ -65,6 +123,8 @@ def _print_json(data: Any) -> None:
 
 
 def _settings() -> Settings:
+    from quasar.config import InvalidSettings, get_settings
+
     try:
         return get_settings()
     except InvalidSettings as exc:  # one line: the variable, what is wrong, where from, a right value
@@ -177,6 +237,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 
 
 def _round_table(rounds: list[Any]) -> Table:
+    from rich.table import Table
+
     table = Table("id", "status", "start", "end", "shape", "baseline ms", "winner")
     for r in rounds:
         shape = r.target_shape
@@ -304,7 +366,11 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except InvalidSettings as exc:  # a command that read the settings without _settings()
+    except Exception as exc:
+        # A command that read the settings without _settings(); quasar.config is imported by then.
+        config = sys.modules.get("quasar.config")
+        if config is None or not isinstance(exc, config.InvalidSettings):
+            raise
         err.print(f"[bold red]error:[/] invalid settings: {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager, suppress
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 import quasar
@@ -36,6 +37,10 @@ DESCRIPTION = """The shared service of the QUASAR subnet: rounds, commit–revea
 jobs, results and weights (HTTP contract v1). State-changing and validator/owner routes need a
 btauth/1 signature (`bittensor.http_auth`) bound to the API's hotkey from `GET /v1/info`. Every
 error is JSON `{"code", "detail", "request_id"}`."""
+
+# Swagger UI (/docs) and ReDoc (/redoc) load their scripts and styles from here, not from a CDN, so
+# the pages work on a host that reaches nothing: the files ship in the fastapi-offline package.
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 def upkeep_interval(settings: Settings) -> float:
@@ -101,11 +106,14 @@ def create_app(settings: Settings | None = None, *, upkeep: bool = True) -> Fast
                     await task
             ctx.close()
 
-    app = FastAPI(
+    # FastAPI's own recipe for self-hosted docs assets (docs_url=None, StaticFiles at
+    # DOCS_ASSETS_URL, get_swagger_ui_html/get_redoc_html pointing there), done by fastapi-offline.
+    app = FastAPIOffline(
         title="QUASAR Validator API",
         version=quasar.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL,
     )
     static = settings or get_settings()
     max_body = static.max_body_bytes

@@ -206,7 +206,50 @@ def test_render_blueprint_api_and_managed_postgres() -> None:
     assert '"$PORT"' in web["dockerCommand"]
 
 
-@pytest.mark.parametrize("path", DOCKERFILES)
+def _project_installs(runs: list[str]) -> list[str]:
+    """The extras each `pip install .[...]` line installs the project with ("" for none)."""
+    found = []
+    for run in runs:
+        for match in re.finditer(
+            r"pip install (?:--\S+ )*\"?(?:\.|/opt/quasar/src)(?:\[([\w,]+)\])?\"?", run
+        ):
+            found.append(match.group(1) or "")
+    return found
+
+
+def test_the_api_image_installs_the_api_extra_and_no_torch() -> None:
+    """The API imports neither torch nor transformers (tests/unit/ops/test_api_without_torch.py)."""
+    instructions = _dockerfile_instructions("Dockerfile")
+    runs = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
+    assert not [r for r in runs if re.search(r"\b(torch|transformers|triton)\b", r)], runs
+    assert _project_installs(runs) == ["api"], runs
+    assert _image_env("Dockerfile")["SUBTENSOR_NETWORK"] == "finney"
+    for keyword, rest in instructions:
+        if keyword == "COPY":
+            for source in rest.split()[:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile: COPY {source} does not exist"
+    assert ("USER", "quasar") in instructions
+
+
+def test_the_neuron_images_install_the_extra_that_brings_torch() -> None:
+    extras = {
+        path: _project_installs([r for k, r in _dockerfile_instructions(path) if k == "RUN"])
+        for path in DOCKERFILES
+        if path != "Dockerfile"
+    }
+    extras["docker-build/entrypoint.sh"] = _project_installs(
+        [(ROOT / "docker-build/entrypoint.sh").read_text()]
+    )
+    for where, found in extras.items():
+        assert found in (["neuron"], ["gpu"]), (where, found)  # gpu includes neuron
+    import tomllib
+
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "quasar-subnet[neuron]" in optional["gpu"]
+    assert any(d.startswith("torch") for d in optional["neuron"])
+
+
+@pytest.mark.parametrize("path", [p for p in DOCKERFILES if p != "Dockerfile"])
 def test_dockerfiles_pin_torch_and_copy_what_exists(path: str) -> None:
     instructions = _dockerfile_instructions(path)
     runs = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
