@@ -38,6 +38,6 @@ exec "$QUASAR" miner \
     --wallet.name "${WALLET_MINER_NAME:-quasar_miner}" \
     --wallet.hotkey "${WALLET_HOTKEY:-default}" \
     --subtensor.network "$NETWORK" \
-    --netuid "${NETUID:-24}" \
+    ${NETUID:+--netuid "$NETUID"} \
     --axon.port "${MINER_INFERENCE_PORT:-8001}" \
     "$@"

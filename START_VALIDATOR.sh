@@ -24,5 +24,5 @@ exec "$QUASAR" validator \
     --wallet.name "${WALLET_VALIDATOR_NAME:-quasar_validator}" \
     --wallet.hotkey "${WALLET_HOTKEY:-default}" \
     --subtensor.network "${SUBTENSOR_NETWORK:-embedded}" \
-    --netuid "${NETUID:-24}" \
+    ${NETUID:+--netuid "$NETUID"} \
     "$@"

@@ -19,6 +19,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_NETWORK = "embedded"
+#: The network names the bittensor SDK resolves (`bittensor.settings.NETWORKS`, SDK 11.3); any other
+#: SUBTENSOR_NETWORK must be `embedded` or a ws:// / wss:// URL.
+NAMED_NETWORKS = ("finney", "test", "archive", "devnet", "local")
+#: NETUID where it is left unset: the subnet's uid on each network, as the original subnet documents
+#: it (383 on testnet); 24 everywhere else (finney, the embedded dev chain, local nodes and URLs).
+DEFAULT_NETUIDS = {"test": 383}
+DEFAULT_NETUID = 24
 
 # Values that differ between the embedded (local) profile and a real chain. A key present in the
 # environment overrides both.
@@ -114,9 +121,12 @@ class Settings(BaseSettings):
     # --- chain ---------------------------------------------------------------------------------
     subtensor_network: str = Field(
         EMBEDDED_NETWORK,
-        description="'embedded' (local dev chain), 'finney', 'test', 'local' or a ws:// URL.",
+        description="'embedded' (local dev chain), 'finney', 'test', 'archive', 'devnet', 'local' or a "
+        "ws:// / wss:// URL.",
     )
-    netuid: int = Field(24, description="Subnet uid on the chain.")
+    netuid: int = Field(
+        DEFAULT_NETUID, description="Subnet uid on the chain (default per network: test 383, otherwise 24)."
+    )
     block_time_seconds: float | None = Field(None, description="Seconds per block (embedded 1, chain 12).")
     dev_chain_path: Path | None = Field(
         None, description="SQLite file of the embedded dev chain (default QUASAR_HOME/devchain.sqlite)."
@@ -255,6 +265,12 @@ class Settings(BaseSettings):
     validator_poll_seconds: float = Field(
         5.0, gt=0, description="How long the validator waits before asking again when no job is queued."
     )
+    weights_version_key: int = Field(
+        0,
+        ge=0,
+        description="version_key sent with every weight vector; the chain refuses vectors whose key is below "
+        "the subnet's weights_version hyperparameter.",
+    )
     weights_interval_blocks: int | None = Field(
         None,
         ge=1,
@@ -273,7 +289,8 @@ class Settings(BaseSettings):
     validator_state_dir: Path | None = Field(
         None,
         description="Where the validator keeps results not yet accepted by the API (to post them after a "
-        "restart) and the baseline's compiled kernels (default QUASAR_HOME/validator).",
+        "restart), the last weights it set (set again while the API is down) and the baseline's compiled "
+        "kernels (default QUASAR_HOME/validator).",
     )
 
     # --- miner ---------------------------------------------------------------------------------
@@ -378,6 +395,26 @@ class Settings(BaseSettings):
         None,
         description="JSON thresholds per dtype from `quasar verify calibrate --write` (default: built-in).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_netuid(cls, data: Any) -> Any:
+        # Before validation, so that an explicit NETUID (even 24 on testnet) always wins.
+        if isinstance(data, dict) and data.get("netuid") is None:
+            network = str(data.get("subtensor_network") or EMBEDDED_NETWORK)
+            data = {**data, "netuid": DEFAULT_NETUIDS.get(network, DEFAULT_NETUID)}
+        return data
+
+    @field_validator("subtensor_network")
+    @classmethod
+    def _known_network(cls, value: str) -> str:
+        if value == EMBEDDED_NETWORK or value in NAMED_NETWORKS or value.startswith(("ws://", "wss://")):
+            return value
+        allowed = ", ".join((EMBEDDED_NETWORK, *NAMED_NETWORKS))
+        raise ValueError(
+            f"SUBTENSOR_NETWORK: {value!r} is not a network; use one of {allowed} or a ws:// / wss:// URL "
+            "(e.g. SUBTENSOR_NETWORK=test)"
+        )
 
     @field_validator("database_url")
     @classmethod

@@ -1,13 +1,16 @@
 """What the miner and validator neurons share at start-up: settings from the original's
-bittensor-style flags, the role's wallet, and stopping cleanly on SIGTERM/SIGINT."""
+bittensor-style flags, the role's wallet, the btcli command that registers it, and stopping cleanly
+on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import bittensor as bt
@@ -40,6 +43,16 @@ def load_role_wallet(settings: Settings, wallet_name: str) -> bt.Wallet:
     if settings.is_embedded:
         return load_or_create_dev_wallet(wallet_name, settings.wallet_hotkey, settings.wallet_path)
     return load_wallet(wallet_name, settings.wallet_hotkey, settings.wallet_path)
+
+
+def register_hint(settings: Settings, wallet_name: str) -> str:
+    """The command that registers the role's hotkey on the subnet, in the flags of the pinned btcli
+    (bittensor 11: ``--wallet``/``--wallet-hotkey``/``--network``; it refuses ``--wallet.name``)."""
+    command = ["btcli", "subnet", "register", "--netuid", str(settings.netuid), "--wallet", wallet_name,
+               "--wallet-hotkey", settings.wallet_hotkey, "--network", settings.subtensor_network]  # fmt: skip
+    if settings.wallet_path is not None and settings.wallet_path != Path("~/.bittensor/wallets").expanduser():
+        command += ["--wallet-path", str(settings.wallet_path)]
+    return shlex.join(command)
 
 
 def install_stop_handlers(stop: threading.Event, *, what: str) -> None:

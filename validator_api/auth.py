@@ -2,8 +2,8 @@
 
 `authenticate` verifies a request's signature and records its nonce; the roles come from the
 chain's metagraph (cached by `CachedChain`): a miner is any hotkey registered on the subnet, a
-validator holds a validator permit or at least MIN_VALIDATOR_STAKE (when that is above zero), the
-owner is OWNER_HOTKEY or the subnet owner the metagraph names.
+validator is what `quasar.chain.roles.is_validator` says (the rule the inference gate and the
+validator's start-up use too), the owner is OWNER_HOTKEY or the subnet owner the metagraph names.
 
 A nonce is written in the transaction of the request it belongs to (`DatabaseNonceStore.on`): a
 refused request rolls its work back but still commits the nonce (`validator_api.signed`), because
@@ -21,6 +21,7 @@ from typing import Literal
 from sqlalchemy import Connection, Engine, delete
 
 from quasar.chain import Metagraph
+from quasar.chain.roles import is_validator
 from quasar.config import Settings
 from quasar.signing import AuthError, NonceStore, auth_error_code, verify_request
 from validator_api.db import insert_unless_exists
@@ -123,14 +124,11 @@ class Roles:
     @classmethod
     def of(cls, hotkey: str, metagraph: Metagraph, settings: Settings) -> Roles:
         neuron = metagraph.get(hotkey)
-        min_stake = settings.min_validator_stake or 0.0
-        # A zero minimum (the embedded profile) means "permit only", not "every registered hotkey".
-        by_stake = neuron is not None and min_stake > 0 and neuron.stake >= min_stake
         owner_hotkey = settings.owner_hotkey or metagraph.owner_hotkey
         return cls(
             hotkey=hotkey,
             registered=neuron is not None,
-            validator=neuron is not None and (neuron.validator_permit or by_stake),
+            validator=is_validator(neuron, settings.min_validator_stake),
             owner=owner_hotkey is not None and hotkey == owner_hotkey,
             uid=None if neuron is None else neuron.uid,
         )

@@ -14,6 +14,8 @@ from quasar.chain.base import (
     ChainUnavailable,
     Metagraph,
     Neuron,
+    WeightLimits,
+    WeightsRateLimited,
     WeightsRejected,
 )
 
@@ -26,6 +28,8 @@ __all__ = [
     "ChainUnavailable",
     "Metagraph",
     "Neuron",
+    "WeightLimits",
+    "WeightsRateLimited",
     "WeightsRejected",
     "get_chain",
 ]
@@ -43,5 +47,8 @@ def get_chain(settings: Settings) -> Chain:
     from quasar.chain.subtensor import SubtensorChain
 
     return SubtensorChain(
-        settings.subtensor_network, netuid=settings.netuid, block_time_seconds=settings.block_time_seconds or 12.0
+        settings.subtensor_network,
+        netuid=settings.netuid,
+        block_time_seconds=settings.block_time_seconds or 12.0,
+        version_key=settings.weights_version_key,
     )

@@ -24,6 +24,23 @@ class WeightsRejected(ChainError):
     """The chain refused a set_weights call (not registered, no permit, rate limited, ...)."""
 
 
+class WeightsRateLimited(WeightsRejected):
+    """Refused because weights were set too recently (SettingWeightsTooFast, the SDK's rate-limit
+    preflight); setting them again before the subnet's `weights_rate_limit` has passed is futile."""
+
+
+@dataclass(frozen=True)
+class WeightLimits:
+    """The subnet's rules for a weight vector (hyperparameters; the defaults mean "no limit")."""
+
+    #: Blocks that must pass between two weight settings of one validator (`weights_rate_limit`).
+    rate_limit_blocks: int = 0
+    #: Fewest uids with a nonzero weight a vector may have (`min_allowed_weights`).
+    min_allowed_weights: int = 0
+    #: Largest share of the total one uid may hold (`max_weight_limit` as a fraction, 1.0: none).
+    max_weight_share: float = 1.0
+
+
 @dataclass(frozen=True)
 class Neuron:
     uid: int
@@ -76,4 +93,8 @@ class Chain(Protocol):
 
     def set_weights(self, wallet: object, uids: Sequence[int], weights: Sequence[float]) -> str:
         """Set the caller's weights; returns an identifier of the accepted call (block or hash)."""
+        ...
+
+    def weight_limits(self) -> WeightLimits:
+        """The subnet's current rules for weight vectors."""
         ...

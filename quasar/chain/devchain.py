@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from quasar.chain.base import ChainUnavailable, Metagraph, Neuron, WeightsRejected
+from quasar.chain.base import ChainUnavailable, Metagraph, Neuron, WeightLimits, WeightsRejected
 
 Role = Literal["miner", "validator", "owner"]
 ROLES: tuple[str, ...] = ("miner", "validator", "owner")
@@ -210,6 +210,10 @@ class DevChain:
             )
         return str(block)
 
+    def weight_limits(self) -> WeightLimits:
+        """The dev chain sets no limits on weight vectors (no rate limit, any count, any share)."""
+        return WeightLimits()
+
     # --- dev-only operations ------------------------------------------------------------------
     def register(self, hotkey: str, role: Role, *, stake: float = 0.0, coldkey: str | None = None) -> int:
         """Register (or update the role, stake and coldkey of) a hotkey; returns its uid."""
@@ -230,6 +234,21 @@ class DevChain:
                 (uid, hotkey, role, stake, block, coldkey),
             )
             return int(uid)
+
+    def reregister(self, uid: int, hotkey: str, role: Role = "miner") -> None:
+        """Give ``uid``'s slot to another hotkey, as a real subnet does when it prunes a neuron and
+        registers a new one in its place (stake and served address start afresh)."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        with self._connect() as conn:
+            block = self._block(conn, self.block_time_seconds)
+            updated = conn.execute(
+                "UPDATE neurons SET hotkey=?, role=?, stake=0, axon_ip=NULL, axon_port=NULL, coldkey=NULL, "
+                "registered_block=? WHERE uid=?",
+                (hotkey, role, block, uid),
+            ).rowcount
+        if not updated:
+            raise ValueError(f"uid {uid} is not registered on the dev chain")
 
     def serve(self, hotkey: str, ip: str, port: int) -> None:
         """Publish a neuron's address, as ServeAxon does on a real chain."""

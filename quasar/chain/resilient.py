@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from quasar.chain.base import Chain, ChainUnavailable, Metagraph, WeightsRejected
+from quasar.chain.base import Chain, ChainUnavailable, Metagraph, WeightLimits, WeightsRejected
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,16 @@ class CachedChain:
             raise
         self._succeeded()
         return result
+
+    def weight_limits(self) -> WeightLimits:
+        """Passed through, like a write: limits guessed during an outage would only get a vector refused."""
+        try:
+            limits = self.chain.weight_limits()
+        except ChainUnavailable as exc:
+            self._failed(exc)
+            raise
+        self._succeeded()
+        return limits
 
     def invalidate(self) -> None:
         """Forget the cached metagraph so the next read refetches (e.g. after a registration)."""

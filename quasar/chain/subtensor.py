@@ -8,9 +8,10 @@ minutes. A connection that fails is dropped and redialled on the next call.
 
 Errors: anything that means "could not talk to the node" becomes `ChainUnavailable` naming the
 endpoint; a refused `set_weights` (unregistered hotkey, no permit, rate limit, ...) becomes
-`WeightsRejected` carrying the chain's reason. `substrate=` swaps the SDK's RPC backend for any
-object that implements its `bittensor.Substrate` contract; the offline tests use it to stand in for
-the remote node.
+`WeightsRejected` carrying the chain's reason (`WeightsRateLimited` when it was set too recently).
+`version_key` (WEIGHTS_VERSION_KEY) is sent with every weight vector. `substrate=` swaps the SDK's
+RPC backend for any object that implements its `bittensor.Substrate` contract; the offline tests
+use it to stand in for the remote node.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import bittensor as bt
-from bittensor.settings import resolve_endpoint
+from bittensor.settings import U16_MAX, resolve_endpoint
 
-from quasar.chain.base import ChainError, ChainUnavailable, Metagraph, Neuron, WeightsRejected
+from quasar.chain.base import (
+    ChainError,
+    ChainUnavailable,
+    Metagraph,
+    Neuron,
+    WeightLimits,
+    WeightsRateLimited,
+    WeightsRejected,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +268,26 @@ class SubtensorChain:
         result = self._submit(intent, wallet, what="set_weights", rejected=WeightsRejected)
         return str(result.extrinsic_id or result.block_hash or "submitted")
 
+    def weight_limits(self) -> WeightLimits:
+        """The subnet's `weights_rate_limit`, `min_allowed_weights` and `max_weight_limit` (read now)."""
+
+        async def op(client: Any) -> tuple[Any, Any, Any]:
+            return await asyncio.gather(
+                client.query(bt.storage.SubtensorModule.WeightsSetRateLimit, [self.netuid]),
+                client.query(bt.storage.SubtensorModule.MinAllowedWeights, [self.netuid]),
+                client.query(bt.storage.SubtensorModule.MaxWeightsLimit, [self.netuid]),
+            )
+
+        try:
+            rate, least, most = self._call(op, timeout=self.timeout_seconds, what="the weight limits")
+        except bt.BittensorError as exc:
+            raise ChainError(f"reading the weight limits of netuid {self.netuid} failed: {exc}") from exc
+        return WeightLimits(
+            rate_limit_blocks=int(rate or 0),
+            min_allowed_weights=int(least or 0),
+            max_weight_share=(U16_MAX if most is None else int(most)) / U16_MAX,
+        )
+
     # --- miners -------------------------------------------------------------------------------
     def serve_axon(self, wallet: object, ip: str, port: int) -> str:
         """Publish the wallet hotkey's ip:port on the subnet (ServeAxon), e.g. a miner's
@@ -286,12 +315,21 @@ class SubtensorChain:
             raise
         except bt.ChainError as exc:
             # Preflight refusals (not registered, rate limited, ...) arrive as ChainError.
-            raise rejected(f"{what} refused: {_reason(exc)}") from exc
+            raise _refusal(rejected, exc)(f"{what} refused: {_reason(exc)}") from exc
         except bt.BittensorError as exc:
             raise rejected(f"{what} refused: {exc}") from exc
         if not result.success:
-            raise rejected(f"{what} refused by the chain: {_reason(result.error) if result.error else result.message}")
+            detail = _reason(result.error) if result.error else result.message
+            raise _refusal(rejected, result.error)(f"{what} refused by the chain: {detail}")
         return result
+
+
+def _refusal(rejected: type[ChainError], error: Any) -> type[ChainError]:
+    """`WeightsRateLimited` for a weight vector refused as too soon (SettingWeightsTooFast, or the
+    SDK's preflight of the same rule), else ``rejected``."""
+    if rejected is WeightsRejected and getattr(error, "code", None) == bt.ErrorCode.RATE_LIMITED:
+        return WeightsRateLimited
+    return rejected
 
 
 def _reason(error: Any) -> str:

@@ -1,8 +1,8 @@
 """Who may call the miner's inference server on a real chain: validators, signed, rate-limited.
 
 On a real chain (SUBTENSOR_NETWORK is not `embedded`) every `POST /inference` must be a btauth/1
-request (`quasar.signing`) addressed to this miner's hotkey, from a hotkey that holds a validator
-permit (or MIN_VALIDATOR_STAKE) in the subnet's metagraph. The metagraph is cached for
+request (`quasar.signing`) addressed to this miner's hotkey, from a validator of the subnet's
+metagraph (`quasar.chain.roles.is_validator`: the API's rule too). The metagraph is cached for
 METAGRAPH_TTL_SECONDS; when the chain cannot be reached a stale copy keeps serving. Each caller gets
 INFERENCE_RATE_LIMIT_PER_MINUTE requests per minute (a token bucket), so one validator — or
 someone replaying nothing but valid signatures — cannot monopolise the GPU.
@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from quasar.chain import Chain, ChainUnavailable, Metagraph
+from quasar.chain.roles import is_validator
 
 
 class AccessDenied(Exception):
@@ -115,7 +116,7 @@ class ValidatorGate:
             raise AccessDenied(
                 503, "chain_unavailable", f"cannot read the metagraph to check the caller: {exc}"
             ) from exc
-        if neuron is None or not (neuron.validator_permit or neuron.stake >= self.min_stake > 0):
+        if not is_validator(neuron, self.min_stake):
             raise AccessDenied(
                 403,
                 "not_a_validator",

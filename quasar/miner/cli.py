@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from quasar.config import Settings, get_settings
-from quasar.neuron import install_stop_handlers, settings_from_flags
+from quasar.neuron import install_stop_handlers, register_hint, settings_from_flags
 
 log = logging.getLogger("quasar.miner")
 
@@ -65,8 +65,7 @@ def _check_registration(settings: Settings, chain: Any, hotkey: str) -> Any:
             return chain.metagraph().get(hotkey)
         raise MinerSetupError(
             f"hotkey {hotkey} is not registered on subnet {settings.netuid} ({settings.subtensor_network}); "
-            f"register it first: btcli subnet register --netuid {settings.netuid} --wallet.name "
-            f"{settings.wallet_miner_name} --wallet.hotkey {settings.wallet_hotkey}"
+            f"register it first: {register_hint(settings, settings.wallet_miner_name)}"
         )
     return neuron
 

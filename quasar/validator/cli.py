@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from quasar.config import Settings
-from quasar.neuron import install_stop_handlers, settings_from_flags
+from quasar.neuron import install_stop_handlers, register_hint, settings_from_flags
 
 log = logging.getLogger("quasar.validator")
 
@@ -56,24 +56,29 @@ def _load_wallet(settings: Settings) -> Any:
 
 
 def _check_registration(settings: Settings, chain: Any, hotkey: str) -> None:
-    """The validator must be on the metagraph; on the embedded chain it registers itself."""
+    """The hotkey must be a validator by the rule the API applies (`quasar.chain.roles`), else the
+    validator does not start; on the embedded chain an unregistered dev hotkey registers itself."""
+    from quasar.chain.roles import not_validator_reason
+
     neuron = chain.metagraph().get(hotkey)
-    if neuron is not None:
-        if not neuron.validator_permit and neuron.stake < (settings.min_validator_stake or 0.0):
-            log.warning(
-                "hotkey %s has no validator permit and stake %.1f < MIN_VALIDATOR_STAKE; the API will refuse it",
-                hotkey, neuron.stake,
-            )  # fmt: skip
-        return
-    if settings.is_embedded:
+    if neuron is None and settings.is_embedded:
         chain.register(hotkey, "validator", stake=10_000.0)
         log.info("registered the dev hotkey %s as a validator on the dev chain", hotkey)
         return
-    raise ValidatorSetupError(
-        f"hotkey {hotkey} is not registered on subnet {settings.netuid} ({settings.subtensor_network}); "
-        f"register and stake it first: btcli subnet register --netuid {settings.netuid} --wallet.name "
-        f"{settings.wallet_validator_name} --wallet.hotkey {settings.wallet_hotkey}"
+    reason = not_validator_reason(hotkey, neuron, settings.min_validator_stake, settings.netuid)
+    if reason is None:
+        return
+    where = f"{reason} ({settings.subtensor_network})"
+    if neuron is None:
+        raise ValidatorSetupError(
+            f"{where}; register it, then stake to it: {register_hint(settings, settings.wallet_validator_name)}"
+        )
+    fix = (
+        f"quasar chain register --hotkey {hotkey} --role validator"
+        if settings.is_embedded
+        else "stake to it until the subnet grants it a validator permit"
     )
+    raise ValidatorSetupError(f"{where}, so the API would refuse its every call; {fix}")
 
 
 def inference_url_resolver(settings: Settings, chain: Any) -> Any:
@@ -94,8 +99,12 @@ def inference_url_resolver(settings: Settings, chain: Any) -> Any:
     return resolve
 
 
-def verifier_function(settings: Settings, wallet: Any) -> Any:
-    """``verify(url, receiver)``, loading the reference model once, on first use (shared by workers)."""
+def verifier_function(settings: Settings, wallet: Any, device: Any) -> Any:
+    """``verify(url, receiver)`` on ``device``, the reference model loaded there on first use.
+
+    Each worker gets its own, on its own device: verification then runs on that GPU between two of
+    its evaluations (the worker does one thing at a time), never beside a timing of another worker.
+    """
     lock = threading.Lock()
     loaded: dict[str, Any] = {}
 
@@ -103,15 +112,16 @@ def verifier_function(settings: Settings, wallet: Any) -> Any:
         from quasar.verification.cli import verifier_from_settings
         from quasar.verification.client import verify_server
 
-        with lock:  # one reference model, one challenge at a time: it is small next to an evaluation
+        with lock:
             if "verifier" not in loaded:
-                log.info("loading the reference model %s for logit verification", settings.reference_model)
-                loaded["verifier"] = verifier_from_settings(settings)
+                log.info("[%s] loading the reference model %s for logit verification", device, settings.reference_model)
+                loaded["verifier"] = verifier_from_settings(settings, device=str(device))
             return verify_server(
                 url, loaded["verifier"], dev_mode=settings.dev_mode, timeout=settings.verify_timeout_seconds,
                 wallet=None if settings.is_embedded else wallet, receiver=receiver,
             )  # fmt: skip
 
+    verify.device = device  # type: ignore[attr-defined]  # where it runs, for the logs and tests
     return verify
 
 
@@ -141,20 +151,28 @@ def build_validator(settings: Settings, stop: threading.Event, *, device: str | 
         devices = devices_from_setting(device or settings.device)
     except ValueError as exc:
         raise ValidatorSetupError(str(exc)) from None
-    verify = verifier_function(settings, wallet) if settings.enable_logit_verification else None
+    verifying = settings.enable_logit_verification
     resolve = inference_url_resolver(settings, chain)
-    runners = [JobRunner(settings, d, verify=verify, inference_url_of=resolve) for d in devices]
+    runners = [
+        JobRunner(
+            settings, d, verify=verifier_function(settings, wallet, d) if verifying else None, inference_url_of=resolve
+        )
+        for d in devices
+    ]
     api_url = settings.validator_api_url
 
     def client_factory() -> ValidatorApiClient:
         return ValidatorApiClient(api_url, wallet)
 
     assert settings.weights_interval_blocks is not None
-    setter = WeightSetter(client_factory(), chain, wallet, settings.weights_interval_blocks)
+    setter = WeightSetter(
+        client_factory(), chain, wallet, settings.weights_interval_blocks,
+        burn_uid=settings.burn_uid, state_file=state_dir(settings) / "weights.json",
+    )  # fmt: skip
     log.info(
         "validator %s on %s (netuid %d): API %s, devices %s, logit verification %s",
         hotkey, settings.subtensor_network, settings.netuid, api_url, ", ".join(map(str, devices)),
-        "on" if verify else "off",
+        "on (each worker on its own device)" if verifying else "off",
     )  # fmt: skip
     return Validator(
         client_factory=client_factory, runners=runners, weight_setter=setter,

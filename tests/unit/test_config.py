@@ -90,3 +90,62 @@ def test_unusable_database_urls_are_refused_in_one_line(url: str) -> None:
     with pytest.raises(ValidationError) as refused:
         Settings(_env_file=None, database_url=url)
     assert "hunter2" not in str(refused.value)  # the settings hide what was given
+
+
+@pytest.mark.parametrize(("network", "netuid"), [("embedded", 24), ("finney", 24), ("test", 383), ("local", 24)])
+def test_netuid_defaults_per_network_as_the_original_documents(
+    network: str, netuid: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NETUID", raising=False)
+    monkeypatch.setenv("SUBTENSOR_NETWORK", network)
+    assert Settings(_env_file=None).netuid == netuid
+    monkeypatch.setenv("NETUID", "24")  # an explicit NETUID always wins, 24 on testnet included
+    assert Settings(_env_file=None).netuid == 24
+    assert Settings(_env_file=None, subtensor_network=network, netuid=7).netuid == 7
+
+
+def test_env_example_leaves_netuid_to_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NETUID", "SUBTENSOR_NETWORK"):
+        monkeypatch.delenv(name, raising=False)
+    env = tmp_path / ".env"
+    env.write_text((ROOT / ".env.example").read_text() + "\nSUBTENSOR_NETWORK=test\n")
+    assert Settings(_env_file=env).netuid == 383
+
+
+@pytest.mark.parametrize(
+    "network", ["embedded", "finney", "test", "archive", "devnet", "local", "ws://127.0.0.1:9944", "wss://n.example:443"]
+)
+def test_every_network_the_sdk_resolves_is_accepted(network: str) -> None:
+    from bittensor.settings import resolve_endpoint
+
+    assert Settings(_env_file=None, subtensor_network=network).subtensor_network == network
+    if network != "embedded":
+        resolve_endpoint(network)  # and the SDK takes it
+
+
+def test_the_named_networks_are_the_sdks() -> None:
+    from bittensor.settings import NETWORKS
+
+    from quasar.config import NAMED_NETWORKS
+
+    assert sorted(NAMED_NETWORKS) == sorted(NETWORKS)
+
+
+@pytest.mark.parametrize("network", ["finey", "mainnet", "http://127.0.0.1:9944", ""])
+def test_an_unknown_network_is_refused_in_one_line(
+    network: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quasar.config import InvalidSettings, get_settings, reset_settings_cache
+
+    monkeypatch.setenv("SUBTENSOR_NETWORK", network)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    reset_settings_cache()
+    try:
+        with pytest.raises(InvalidSettings) as refused:
+            get_settings()
+    finally:
+        reset_settings_cache()
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("SUBTENSOR_NETWORK (from the environment): ")
+    assert f"{network!r} is not a network" in message
+    assert "embedded, finney, test, archive, devnet, local or a ws:// / wss:// URL" in message

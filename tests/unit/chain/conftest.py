@@ -14,7 +14,9 @@ its websocket RPC backend. This fake answers the calls the SDK 11.3 code paths t
 * `execute(SetWeights | ServeAxon)`: the weight preflight storage reads (`Uids`, `LastUpdate`,
   `WeightsSetRateLimit`, ...), the timelock schedule reads when commit-reveal is on, `compose`,
   `estimate_fee`, and `submit`, which checks the sr25519 signature of the signer over the call
-  before applying it, and refuses like the chain does (`NeuronNoValidatorPermit`, ...).
+  before applying it, and refuses like the chain does (`NeuronNoValidatorPermit`,
+  `SettingWeightsTooFast`, `WeightVecLengthIsLow`, `MaxWeightExceeded`, ...); `runtime_refusals`
+  scripts refusals the SDK's preflight cannot foresee (e.g. another extrinsic landing first).
 
 Reads it does not know raise, so a change in what the SDK reads fails the tests loudly instead of
 being answered with a made-up value. It stands in for the node only: our own code runs for real.
@@ -98,6 +100,9 @@ class FakeSubtensorNode:
     tempo: int = 360
     commit_reveal: bool = False
     weights_rate_limit: int = 100
+    min_allowed_weights: int = 1
+    max_weights_limit: int = 65535  # u16: 65535 is no limit
+    runtime_refusals: list[tuple[str, str]] = field(default_factory=list)  # (error name, docs), next first
     neurons: list[FakeNeuron] = field(default_factory=list)
     subnet_exists: bool = True
     token_symbols: dict[int, str] = field(default_factory=dict)
@@ -162,9 +167,9 @@ class FakeSubtensorNode:
             case "LastUpdate":
                 return [n.last_update for n in self.neurons]
             case "MinAllowedWeights":
-                return 1
+                return self.min_allowed_weights
             case "MaxWeightsLimit":
-                return 65535
+                return self.max_weights_limit
             case "SubnetEpochConsensus":
                 return "Yuma"
             case "ValidatorPermit":
@@ -308,7 +313,18 @@ class FakeSubtensorNode:
                 return "HotKeyNotRegisteredInSubNet", "the hotkey is not registered in this subnet"
             if not self.neurons[uid].validator_permit:
                 return "NeuronNoValidatorPermit", "the caller does not hold a validator permit"
-            self.weights[uid] = list(zip(p["dests"], p["weights"], strict=True))
+            if self.runtime_refusals:
+                return self.runtime_refusals.pop(0)
+            last = self.neurons[uid].last_update
+            if self.weights_rate_limit and last > 0 and self.block - last < self.weights_rate_limit:
+                return "SettingWeightsTooFast", "weights were set again before the rate limit elapsed"
+            dests, values = p["dests"], p["weights"]
+            if dests != [uid]:  # a lone self-weight is exempt from both rules
+                if len(dests) < self.min_allowed_weights:
+                    return "WeightVecLengthIsLow", "fewer weights than the subnet's minimum"
+                if self.max_weights_limit < 65535 and max(values) * 65535 > self.max_weights_limit * sum(values):
+                    return "MaxWeightExceeded", "a weight exceeds the subnet's maximum weight limit"
+            self.weights[uid] = list(zip(dests, values, strict=True))
             self.neurons[uid].last_update = self.block
             return None
         if (call.module, call.function) == ("SubtensorModule", "commit_timelocked_mechanism_weights"):

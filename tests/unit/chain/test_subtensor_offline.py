@@ -19,10 +19,11 @@ import bittensor as bt
 import pytest
 
 from quasar.chain import get_chain
-from quasar.chain.base import ChainError, ChainUnavailable, WeightsRejected
+from quasar.chain.base import ChainError, ChainUnavailable, WeightLimits, WeightsRateLimited, WeightsRejected
 from quasar.chain.devchain import DevChain
 from quasar.chain.subtensor import SubtensorChain
 from quasar.config import Settings
+from quasar.validator.weights import fit_to_limits
 
 NETUID = 24
 # The node fixture is conftest.FakeSubtensorNode; conftest modules are not importable by name.
@@ -126,6 +127,68 @@ def test_rate_limited_weights_say_how_long_to_wait(
     node.neurons[1].last_update = node.block - 10
     with pytest.raises(WeightsRejected, match="rate limit is 100 blocks"):
         chain.set_weights(wallets["validator"], [0], [1.0])
+
+
+def test_too_soon_is_weights_rate_limited_from_the_preflight_and_from_the_runtime(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    node.neurons[1].last_update = node.block - 10  # the SDK's preflight sees it
+    with pytest.raises(WeightsRateLimited, match="rate limit is 100 blocks"):
+        chain.set_weights(wallets["validator"], [0], [1.0])
+    node.neurons[1].last_update = 1
+    # Another extrinsic of this hotkey landed after the preflight read: the runtime refuses by name.
+    node.runtime_refusals.append(("SettingWeightsTooFast", "weights were set again too soon"))
+    with pytest.raises(WeightsRateLimited, match="SettingWeightsTooFast"):
+        chain.set_weights(wallets["validator"], [0], [1.0])
+    # Other refusals are not mistaken for a rate limit.
+    node.runtime_refusals.append(("IncorrectWeightVersionKey", "version_key is below the subnet's"))
+    with pytest.raises(WeightsRejected, match="IncorrectWeightVersionKey") as refused:
+        chain.set_weights(wallets["validator"], [0], [1.0])
+    assert not isinstance(refused.value, WeightsRateLimited)
+    assert node.extrinsics == []
+
+
+def test_weight_limits_are_read_from_the_subnet(chain: SubtensorChain, node: Node) -> None:
+    assert chain.weight_limits() == WeightLimits(rate_limit_blocks=100, min_allowed_weights=1, max_weight_share=1.0)
+    node.weights_rate_limit, node.min_allowed_weights, node.max_weights_limit = 50, 8, 32767
+    assert chain.weight_limits() == WeightLimits(50, 8, pytest.approx(0.5, abs=1e-4))
+
+
+def test_a_burn_only_vector_is_fitted_to_min_allowed_weights_with_one_u16_step_each(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    node.min_allowed_weights = 3
+    with pytest.raises(WeightsRejected, match="requires at least 3 weights"):
+        chain.set_weights(wallets["validator"], [0], [1.0])
+    fitted = fit_to_limits({0: 1.0}, chain.weight_limits(), [0, 1, 2])
+    chain.set_weights(wallets["validator"], list(fitted), list(fitted.values()))
+    # the burn keeps all but the two smallest weights the chain can hold
+    assert sorted(node.weights[1]) == [(0, 65535), (1, 1), (2, 1)]
+
+
+def test_a_burn_only_vector_under_max_weight_limit_is_spread_so_the_runtime_accepts_it(
+    chain: SubtensorChain, node: Node, wallets: dict[str, bt.Wallet]
+) -> None:
+    node.max_weights_limit = int(0.4 * 65535)
+    # What the SDK makes of a single uid under a limit below 1: 65535 alone, which the runtime refuses.
+    with pytest.raises(WeightsRejected, match="MaxWeightExceeded"):
+        chain.set_weights(wallets["validator"], [0], [1.0])
+    fitted = fit_to_limits({0: 1.0}, chain.weight_limits(), [0, 1, 2])
+    assert sorted(fitted) == [0, 1, 2] and max(fitted, key=fitted.__getitem__) == 0
+    chain.set_weights(wallets["validator"], list(fitted), list(fitted.values()))
+    stored = dict(node.weights[1])
+    assert stored[0] / sum(stored.values()) == pytest.approx(0.4, abs=0.01)
+    assert stored[0] * 65535 <= node.max_weights_limit * sum(stored.values())
+
+
+def test_version_key_is_a_setting_sent_with_the_weights(node: Node, wallets: dict[str, bt.Wallet]) -> None:
+    assert Settings(_env_file=None, subtensor_network="finney").weights_version_key == 0
+    configured = get_chain(Settings(_env_file=None, subtensor_network="finney", weights_version_key=7))
+    assert isinstance(configured, SubtensorChain) and configured.version_key == 7
+    chain = SubtensorChain("finney", netuid=NETUID, substrate=node, version_key=configured.version_key)
+    chain.set_weights(wallets["validator"], [0, 2], [0.5, 0.5])
+    assert node.extrinsics[0].call.params["version_key"] == 7
+    chain.close()
 
 
 def test_bad_weight_vectors_are_refused_locally(chain: SubtensorChain, node: Node, wallets) -> None:

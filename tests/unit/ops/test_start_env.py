@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS = {
     "START_SERVER.sh": [["db", "upgrade"], ["api", "--host", "0.0.0.0", "--port", "8000"]],
     "START_MINER_INFERENCE.sh": [["inference", "--host", "0.0.0.0", "--port", "8001"]],
+    # No --netuid: .env.example leaves NETUID unset, so the settings pick the network's default.
     "START_MINER.sh": [["miner", "--wallet.name", "quasar_miner", "--wallet.hotkey", "default",
-                        "--subtensor.network", "embedded", "--netuid", "24", "--axon.port", "8001"]],
+                        "--subtensor.network", "embedded", "--axon.port", "8001"]],
     "START_VALIDATOR.sh": [["validator", "--wallet.name", "quasar_validator", "--wallet.hotkey", "default",
-                            "--subtensor.network", "embedded", "--netuid", "24"]],
+                            "--subtensor.network", "embedded"]],
 }  # fmt: skip
 
 # `quasar env` is the real command; any other subcommand records what it was started with.
