@@ -9,7 +9,7 @@ identical result twice) — are retried, with exponential backoff and jitter, on
 and on 429/502/503/504 (a 429's or 503's ``Retry-After`` is honoured). ``commit``, ``reveal``,
 ``claim_job``, ``create_round`` and ``finalize_round`` are sent once: repeating them could commit twice
 or claim a second job, so the caller decides (a failed commit can be checked with
-``get_submission``).
+``get_submission_by_commitment``).
 
 Errors: every refusal is an :class:`ApiError` carrying the API's stable ``code``, its ``detail`` and
 ``request_id``; the subclass says what a caller can do about it::
@@ -340,6 +340,14 @@ class ValidatorApiClient:
 
     def get_submission(self, submission_id: int) -> Submission:
         return self._call("GET", f"/v1/submissions/{int(submission_id)}", model=Submission)
+
+    def get_submission_by_commitment(self, commitment_hash: str) -> Submission:
+        """The submission of a commitment hash (``NotFound``, code ``submission_not_found``, if none):
+        how a miner whose commit went unconfirmed learns its submission id."""
+        digest = commitment_hash.lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError("a commitment hash is 64 hex characters")
+        return self._call("GET", f"/v1/submissions/by-commitment/{digest}", model=Submission)
 
     # -- jobs (validator) --
     def claim_job(self) -> Job | None:

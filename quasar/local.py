@@ -235,12 +235,11 @@ def submit_scripted(
 ) -> int:
     """Commit–reveal ``repo @ sha`` through the API (what a miner does), waiting for the reveal block."""
     from quasar import commitment
+    from quasar.schemas import RevealPayload
 
-    payload: dict[str, Any] = {"repo_url": str(repo), "commit_sha": sha}
-    if inference_url:
-        payload["inference_url"] = inference_url
+    payload = RevealPayload(repo_url=str(repo), commit_sha=sha, inference_url=inference_url or None)
     salt = commitment.new_salt()
-    committed = client.commit(commitment.commitment_hash(salt, payload))
+    committed = client.commit(payload.commitment(salt))
     wait_for(
         f"block {committed.reveal_block} to reveal submission {committed.submission_id}",
         lambda: chain.current_block() >= committed.reveal_block,

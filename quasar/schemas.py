@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from quasar import commitment as commit_reveal
 from quasar.urlpolicy import MAX_URL_LENGTH
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -176,6 +177,12 @@ class CommitResponse(WireModel):
 
 
 class RevealPayload(RequestModel):
+    """What a reveal discloses, exactly as hashed into its commitment: the one type that owns the hash.
+
+    The miner commits ``payload.commitment(salt)``, keeps the payload (its state file holds this
+    type), and reveals it with the salt; the API checks the reveal with :meth:`matches`.
+    """
+
     repo_url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
     commit_sha: CommitSha
     inference_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
@@ -186,6 +193,22 @@ class RevealPayload(RequestModel):
         if isinstance(value, str) and not HEX40.match(value):
             raise ValueError("commit_sha must be 40 lowercase hex characters (a full git SHA-1)")
         return value
+
+    def wire(self) -> dict[str, Any]:
+        """The mapping that is hashed: the fields, an ``inference_url`` of None left out (as the hash leaves it out)."""
+        return self.model_dump(exclude_none=True)
+
+    def commitment(self, salt: bytes | str) -> str:
+        """The commitment hash of this payload under ``salt`` (the 32 raw bytes or their hex)."""
+        return commit_reveal.commitment_hash(_salt_bytes(salt), self.wire())
+
+    def matches(self, commitment_hash: str, salt: bytes | str) -> bool:
+        """Constant-time check that ``salt`` and this payload reproduce ``commitment_hash``."""
+        return commit_reveal.matches(commitment_hash, _salt_bytes(salt), self.wire())
+
+
+def _salt_bytes(salt: bytes | str) -> bytes:
+    return bytes(salt) if isinstance(salt, bytes | bytearray) else bytes.fromhex(salt)
 
 
 class RevealRequest(RequestModel):

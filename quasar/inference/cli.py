@@ -1,4 +1,7 @@
-"""`quasar inference [--host H] [--port P]`: serve the miner's inference server (mounted by `quasar.cli`)."""
+"""`quasar inference [--host H] [--port P]`: serve the miner's inference server (mounted by `quasar.cli`).
+
+`serve` is the server's one entry point; `python miner/inference_server.py` runs it too.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,9 @@ def serve(
     """Serve MODEL_NAME for logit verification (POST /inference, GET /health, GET /model_info)."""
     import uvicorn
 
-    from miner.inference_server import create_app, load_served_model
     from quasar.config import get_settings
     from quasar.inference.model import ModelLoadError
+    from quasar.inference.server import create_app, load_served_model
 
     try:
         settings = get_settings()

@@ -30,6 +30,7 @@ from quasar.client import (
     ApiUnavailable,
     Conflict,
     InvalidRequest,
+    NotFound,
     ServerError,
     ValidatorApiClient,
 )
@@ -210,25 +211,25 @@ class Miner:
 
     def _recover_commit(self, pending: PendingSubmission) -> bool:
         """The API already holds this hash (sent before a crash): find its submission id."""
-        hotkey = self.client.hotkey
         try:
-            board = self.client.leaderboard()
-            for entry in board.entries:
-                if entry.hotkey != hotkey or entry.status != "committed":
-                    continue
-                sub = self.client.get_submission(entry.submission_id)
-                if sub.commitment_hash == pending.commitment_hash:
-                    pending.phase = "committed"
-                    pending.submission_id, pending.round_id = sub.id, sub.round_id
-                    pending.commit_block, pending.reveal_block = sub.commit_block, sub.reveal_block
-                    pending.reveal_deadline_block = sub.reveal_deadline_block
-                    self.state.submitted_trees.append(pending.tree_hash)
-                    self.save()
-                    log.info("found the earlier commitment as submission %d", sub.id)
-                    return True
+            sub = self.client.get_submission_by_commitment(pending.commitment_hash)
+        except NotFound as exc:
+            if exc.code != "submission_not_found":  # not the API's answer about the hash: retry later
+                log.warning("cannot look up the earlier commitment yet: %s", exc)
+                return False
+            sub = None
         except ApiError as exc:
             log.warning("cannot look up the earlier commitment yet: %s", exc)
             return False
+        if sub is not None and sub.hotkey == self.client.hotkey and sub.status == "committed":
+            pending.phase = "committed"
+            pending.submission_id, pending.round_id = sub.id, sub.round_id
+            pending.commit_block, pending.reveal_block = sub.commit_block, sub.reveal_block
+            pending.reveal_deadline_block = sub.reveal_deadline_block
+            self.state.submitted_trees.append(pending.tree_hash)
+            self.save()
+            log.info("found the earlier commitment as submission %d", sub.id)
+            return True
         log.error("the API holds this commitment but not as an open submission of ours; dropping it")
         self._finish(pending, "lost")
         return False

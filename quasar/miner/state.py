@@ -25,9 +25,11 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from quasar.schemas import RevealPayload
 
 Phase = Literal["prepared", "committing", "committed", "pushed", "revealed"]
 STATE_FILE = "state.json"
@@ -68,15 +70,9 @@ class BenchResult(BaseModel):
         return f"pass, {median}, speed-up {speed}"
 
 
-class Payload(BaseModel):
-    """The reveal payload, exactly as hashed into the commitment."""
-
-    repo_url: str
-    commit_sha: str
-    inference_url: str | None = None
-
-    def wire(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+#: The reveal payload, exactly as hashed into the commitment: the API's own wire shape, which owns
+#: the hash (``payload.commitment(salt)``) and the mapping that is revealed (``payload.wire()``).
+Payload = RevealPayload
 
 
 class PendingSubmission(BaseModel):

@@ -235,6 +235,38 @@ def test_results_idempotent_conflicts_and_duplicates(api: ApiServer) -> None:
     api.close_rounds()
 
 
+def test_a_submission_is_found_by_its_commitment_hash(api: ApiServer) -> None:
+    api.new_round()
+    committed, salt, payload = api.commit(api.miners[0])
+    digest = api.get(f"/v1/submissions/{committed['submission_id']}").json()["commitment_hash"]
+    found = api.get(f"/v1/submissions/by-commitment/{digest}")
+    assert found.status_code == 200, found.text
+    assert found.json() == api.get(f"/v1/submissions/{committed['submission_id']}").json()
+    assert found.json()["status"] == "committed" and found.json()["hotkey"] == api.miners[0].ss58_address
+
+    api.advance(api.settings.blocks_until_reveal or 0)
+    target = f"/v1/submissions/{committed['submission_id']}/reveal"
+    assert api.call(api.miners[0], "POST", target, {"salt": salt, "payload": payload}).status_code == 200
+    assert api.get(f"/v1/submissions/by-commitment/{digest}").json()["status"] == "revealed"
+
+    # An unknown hash is the API's usual 404; a malformed one its usual 422. Neither writes anything.
+    before = api.snapshot()
+    unknown = "0" * 64 if digest != "0" * 64 else "1" * 64
+    missing = api.get(f"/v1/submissions/by-commitment/{unknown}")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "code": "submission_not_found",
+        "detail": f"no submission with commitment hash {unknown}",
+        "request_id": missing.headers["x-request-id"],
+    }
+    for bad in (digest.upper(), digest[:-1], "g" * 64):
+        refused = api.get(f"/v1/submissions/by-commitment/{bad}")
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
+        assert "commitment_hash" in refused.json()["detail"]
+    assert api.snapshot() == before
+    api.close_rounds()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_speedup_counts_only_when_its_interval_clears_the_margin(start_api, backend: str) -> None:  # type: ignore[no-untyped-def]
     api: ApiServer = start_api(backend, miners=5)

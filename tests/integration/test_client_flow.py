@@ -169,6 +169,19 @@ def test_refusals_are_typed_with_the_api_code(api, clients, open_round):
     assert no_job.value.request_id
 
 
+def test_a_commitment_is_looked_up_by_its_hash(api, clients, open_round):
+    salt, payload, digest = material()
+    committed = clients["miner"].commit(digest)
+    found = clients["public"].get_submission_by_commitment(digest.upper())
+    assert isinstance(found, Submission)
+    assert found == clients["public"].get_submission(committed.submission_id)
+    assert (found.id, found.round_id, found.status) == (committed.submission_id, open_round.id, "committed")
+    assert found.hotkey == api.miner.ss58_address and found.reveal_block == committed.reveal_block
+    with pytest.raises(NotFound) as missing:
+        clients["public"].get_submission_by_commitment(commitment.commitment_hash(salt, {**payload, "x": 1}))
+    assert missing.value.code == "submission_not_found" and missing.value.request_id
+
+
 def test_commit_without_open_round(api, clients):
     api.close_rounds()
     _, _, digest = material()

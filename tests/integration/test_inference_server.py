@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +28,10 @@ from bittensor import http_auth
 from bittensor.sp_core import Keypair
 from fastapi import FastAPI, Request
 
-from miner.inference_server import create_app
 from quasar.chain.devchain import DevChain
 from quasar.config import Settings
 from quasar.inference.model import LoadedModel, load_model
+from quasar.inference.server import create_app
 from quasar.models.tiny import make_tiny_model
 from quasar.verification.calibrate import add_weight_noise, clone_model
 from quasar.verification.client import verify_server
@@ -332,3 +334,86 @@ def test_real_chain_serves_only_signed_validators_within_the_rate(
     assert _signed_post(url, validator, miner.ss58_address, body).status_code == 200
     limited = _signed_post(url, validator, miner.ss58_address, body)
     assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+
+
+# --- the older start commands: the thin module miner/inference_server.py --------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _server_env(tmp_path: Path, model: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("QUASAR_", "SUBTENSOR", "MODEL_", "PORT"))
+    }
+    env.update(
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        QUASAR_HOME=str(tmp_path / "home"),
+        SUBTENSOR_NETWORK="embedded",
+        MODEL_NAME=str(model),
+        DEVICE="cpu",
+        MODEL_DTYPE="float32",
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def _process(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log = (cwd / "server.log").open("wb")
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _wait_until_served(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).json()["status"] == "ok":
+                return dict(httpx.get(f"{url}/model_info", timeout=5).json())
+        time.sleep(0.2)
+    raise AssertionError(f"the server never became healthy:\n{log.read_text()[-3000:]}")
+
+
+def test_the_script_serves_on_port_from_the_environment(tmp_path: Path, models: dict[str, Path]) -> None:
+    """`PORT=P python miner/inference_server.py --host 127.0.0.1`, as in the original subnet."""
+    port = _free_port()
+    env = _server_env(tmp_path, models["seed0"], PORT=str(port), MINER_INFERENCE_PORT=str(_free_port()))
+    script = str(ROOT / "miner" / "inference_server.py")
+    with _process([sys.executable, script, "--host", "127.0.0.1"], env, tmp_path) as proc:
+        info = _wait_until_served(f"http://127.0.0.1:{port}", proc, tmp_path / "server.log")
+    assert info["model_name"] == str(models["seed0"]) and info["auth_required"] is False
+
+
+def test_the_script_refuses_a_bad_model_like_quasar_inference(tmp_path: Path) -> None:
+    env = _server_env(tmp_path, tmp_path / "no-such-model")
+    script = str(ROOT / "miner" / "inference_server.py")
+    done = subprocess.run([sys.executable, script, "--port", str(_free_port())], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.startswith("error: "), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    helped = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert helped.returncode == 0 and "--host" in helped.stdout and "--port" in helped.stdout
+
+
+def test_uvicorn_serves_the_thin_module_s_app(tmp_path: Path, models: dict[str, Path]) -> None:
+    """`uvicorn miner.inference_server:app`: the app is built from the settings, the model loaded at startup."""
+    port = _free_port()
+    command = [sys.executable, "-m", "uvicorn", "miner.inference_server:app", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    with _process(command, _server_env(tmp_path, models["seed1"]), tmp_path) as proc:
+        info = _wait_until_served(f"http://127.0.0.1:{port}", proc, tmp_path / "server.log")
+    assert info["model_name"] == str(models["seed1"])

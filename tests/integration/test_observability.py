@@ -76,8 +76,8 @@ def test_api_metrics_count_and_time_by_route_and_status(tmp_path: Path) -> None:
 
 
 def test_inference_server_metrics(tmp_path: Path) -> None:
-    from miner.inference_server import create_app
     from quasar.inference.model import load_model
+    from quasar.inference.server import create_app
     from quasar.models.tiny import make_tiny_model
 
     model = load_model(str(make_tiny_model(tmp_path / "tiny", 0)), "cpu", "float32")

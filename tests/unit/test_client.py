@@ -271,3 +271,20 @@ def test_public_reads_are_not_signed():
     server = Server(httpx.Response(200, json=WEIGHTS))
     make(server).weights()
     assert http_auth.HEADER_SIGNATURE not in server.requests[0].headers
+
+
+def test_submission_by_commitment_asks_for_the_lowercase_hash_and_refuses_other_paths():
+    digest = "AB" * 32
+    submission = {
+        "id": 7, "round_id": 1, "hotkey": MINER.ss58_address, "status": "committed",
+        "commitment_hash": digest.lower(), "commit_block": 10, "reveal_block": 15, "reveal_deadline_block": 115,
+    }  # fmt: skip
+    server = Server(httpx.Response(200, json=submission))
+    c = make(server)
+    assert c.get_submission_by_commitment(digest).id == 7
+    assert server.requests[0].url.path == f"/v1/submissions/by-commitment/{digest.lower()}"
+    assert http_auth.HEADER_SIGNATURE not in server.requests[0].headers
+    for bad in ("../../v1/weights", "ab" * 31, "zz" * 32):
+        with pytest.raises(ValueError):
+            c.get_submission_by_commitment(bad)
+    assert len(server.requests) == 1

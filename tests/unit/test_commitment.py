@@ -7,6 +7,7 @@ so a change of canonical form (key order, spacing, None handling, domain tag) br
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -67,3 +68,42 @@ def test_salt_length_enforced():
     with pytest.raises(ValueError, match="32 bytes"):
         commitment_hash(b"short", PAYLOAD)
     assert len(new_salt()) == SALT_BYTES and new_salt() != new_salt()
+
+
+# --- the one payload type that owns the hash ------------------------------------------------------
+def test_the_reveal_payload_owns_the_hash():
+    from quasar.schemas import RevealPayload
+
+    payload = RevealPayload.model_validate(PAYLOAD)
+    assert payload.commitment(SALT) == GOLDEN == payload.commitment(SALT.hex())
+    assert payload.wire() == PAYLOAD
+    assert payload.matches(GOLDEN, SALT) and payload.matches(GOLDEN.upper(), SALT.hex())
+    assert not payload.matches(GOLDEN, bytes(32))
+    without = RevealPayload(repo_url=PAYLOAD["repo_url"], commit_sha=PAYLOAD["commit_sha"])
+    assert without.wire() == {k: v for k, v in PAYLOAD.items() if k != "inference_url"}
+    assert without.commitment(SALT) == commitment_hash(SALT, without.wire()) != GOLDEN
+    with pytest.raises(ValueError, match="32 bytes"):
+        payload.commitment(b"short")
+
+
+def test_the_miner_keeps_the_wire_payload_and_old_state_files_still_load(tmp_path):
+    from quasar.miner.state import MinerState, Payload, PendingSubmission, StateStore
+    from quasar.schemas import RevealPayload
+
+    assert Payload is RevealPayload
+    # A state file as the miner wrote it before the payload became the wire type.
+    old_payload = {
+        "repo_url": PAYLOAD["repo_url"],
+        "commit_sha": PAYLOAD["commit_sha"],
+        "inference_url": None,
+    }
+    pending_json = {"phase": "committing", "salt_hex": SALT.hex(), "payload": old_payload}
+    pending_json.update(commitment_hash="0" * 64, tree_hash="t")
+    (tmp_path / "state.json").write_text(json.dumps({"version": 1, "pending": pending_json}))
+    pending = StateStore(tmp_path).load().pending
+    assert isinstance(pending, PendingSubmission) and isinstance(pending.payload, RevealPayload)
+    assert pending.payload.commitment(pending.salt_hex) == commitment_hash(
+        SALT, {"repo_url": PAYLOAD["repo_url"], "commit_sha": PAYLOAD["commit_sha"]}
+    )
+    again = MinerState.model_validate_json(MinerState(pending=pending).model_dump_json())
+    assert again.pending == pending

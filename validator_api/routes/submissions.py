@@ -1,11 +1,13 @@
-"""Commit–reveal routes: commit (miner), reveal (the committing miner), read (anyone).
+"""Commit–reveal routes: commit (miner), reveal (the committing miner), read by id or commitment hash (anyone).
 
 Commit and reveal run their work in the transaction of the request's nonce (`run_signed`).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 
 from quasar import schemas
 from validator_api.deps import Context, RowId, SessionDep
@@ -15,6 +17,10 @@ from validator_api.services.common import submission_out
 from validator_api.signed import SignedCall, run_signed
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
+
+CommitmentHash = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{64}$", description="The commitment hash (64 lowercase hex characters).")
+]
 
 
 @router.post(
@@ -57,6 +63,16 @@ async def reveal(
         )
 
     return await run_signed(request, ctx, "miner", accept, with_block=True)
+
+
+@router.get(
+    "/by-commitment/{commitment_hash}",
+    response_model=schemas.Submission,
+    summary="The submission of a commitment hash (a restarted miner finds its commitment)",
+    responses=error_responses(404, 422),
+)
+def submission_by_commitment(commitment_hash: CommitmentHash, session: SessionDep) -> schemas.Submission:
+    return submission_out(service.submission_by_commitment(session, commitment_hash))
 
 
 @router.get(

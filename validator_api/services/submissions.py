@@ -14,7 +14,7 @@ import logging
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from quasar import commitment, schemas
+from quasar import schemas
 from quasar.config import Settings
 from quasar.reasons import REASON_NOT_REVEALED
 from quasar.urlpolicy import UrlNotAllowed, check_url
@@ -56,6 +56,16 @@ def get_submission(session: Session, submission_id: int) -> models.Submission:
     row = session.get(models.Submission, submission_id)
     if row is None:
         raise _not_found(submission_id)
+    return row
+
+
+def submission_by_commitment(session: Session, commitment_hash: str) -> models.Submission:
+    """The submission whose commitment is ``commitment_hash`` (unique), or 404 ``submission_not_found``."""
+    row = session.scalar(
+        select(models.Submission).where(models.Submission.commitment_hash == commitment_hash)
+    )
+    if row is None:
+        raise ApiError(404, "submission_not_found", f"no submission with commitment hash {commitment_hash}")
     return row
 
 
@@ -168,7 +178,6 @@ def reveal(
     settings: Settings,
 ) -> schemas.Submission:
     """Accept the reveal of a commitment and queue its jobs (run inside the caller's transaction)."""
-    payload = request.payload.model_dump(exclude_none=True)
     sub = connection.execute(_SUBMISSION, {"submission_id": submission_id}).first()
     if sub is None:
         raise _not_found(submission_id)
@@ -200,7 +209,7 @@ def reveal(
             f"reveal opens at block {sub.reveal_block} (now {block}); retry in "
             f"{sub.reveal_block - block} block(s)",
         )
-    if not commitment.matches(sub.commitment_hash, bytes.fromhex(request.salt), payload):
+    if not request.payload.matches(sub.commitment_hash, request.salt):
         raise ApiError(
             400,
             "commitment_mismatch",
