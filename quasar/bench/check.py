@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from quasar.bench.cases import CaseSpec, make_inputs, reference_outputs
+from quasar.bench.schema import CaseResult
 from quasar.reasons import (
     REASON_ALIASED_OUTPUT,
     REASON_BAD_RETURN,
@@ -224,3 +226,25 @@ def check_result(
         )
         return failed(REASON_INCORRECT_FINAL_STATE, detail)
     return CheckOutcome(True, None, None, rel, rel_final, worst)
+
+
+def judge_outputs(
+    spec: CaseSpec, seed: int, o: torch.Tensor, final: torch.Tensor | None, device: torch.device, name: str,
+    expected: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+) -> CaseResult:  # fmt: skip
+    """A kernel's ``(o, final)`` for ``spec`` on the inputs drawn from ``seed``, judged against the
+    fp32 reference (``expected``, when computed ahead; else computed now on ``device``)."""
+    result = CaseResult(name, spec.shape_dict(), spec.dtype_name, tolerance_for(spec.dtype), spec.reference_name,
+                        passed=False)  # fmt: skip
+    if expected is None:
+        expected = reference_outputs(spec, make_inputs(spec, seed, device))
+    expected_o, expected_final = expected
+    outcome = check_result(
+        (o, final), expected_o=expected_o, expected_final=expected_final, out_dtype=spec.dtype,
+        device=expected_o.device, tolerance=result.tolerance, bounds=spec.bounds,
+    )  # fmt: skip
+    result.passed, result.reason = outcome.passed, outcome.reason
+    result.detail = None if outcome.detail is None else f"{name}: {outcome.detail}"
+    result.rel_error, result.final_state_rel_error = outcome.rel_error, outcome.final_state_rel_error
+    result.worst_slice_rel_error = outcome.worst_slice_rel_error
+    return result

@@ -4,12 +4,17 @@
 with the worker's scratch dir mounted read-only; it never imports submission code. Commands on
 stdin, one JSON line each; replies on ``REPLY_FD``:
 
-``start``  device, quick.
-``cases``  seed, count: regenerates the inputs of the first ``count`` correctness cases, computes the
-           fp32 reference, loads ``case_<i>.pt`` and checks shape, dtype, NaN/Inf and relative L2
-           error (``quasar.bench.check.check_result``, DESIGN §2 tolerances).
-``timed``  seeds ``{run: seed}``: the same for the sampled timed runs (``timed_<run>.pt``, in
-           ``QUASAR_TIMED_DIR`` when the parent saved them there).
+``start``    device, quick.
+``prepare``  seed: computes the fp32 references of every correctness case ahead, while the worker
+             imports the submission and runs its cases (the references depend on the seed alone).
+``cases``    seed, count: regenerates the inputs of the first ``count`` correctness cases, takes the
+             fp32 reference (prepared, or computed now), loads ``case_<i>.pt`` and checks shape,
+             dtype, NaN/Inf and relative L2 error (``quasar.bench.check.check_result``, DESIGN §2
+             tolerances).
+
+The timed runs' outputs never reach a file: the parent copies them out of the shared buffers itself
+and judges the ones it picks in its own process (``timed_runs``), with the same
+``quasar.bench.check.judge_outputs``.
 
 Saved outputs are loaded with ``torch.load(weights_only=True)``: only plain tensors come back, a
 pickled tensor subclass or any other object is refused, and files larger than the expected tensors
@@ -26,9 +31,8 @@ from typing import Any
 import torch
 
 from quasar.bench.cases import CaseSpec, case_seed, correctness_cases, make_inputs, reference_outputs
-from quasar.bench.check import check_result, tolerance_for
+from quasar.bench.check import judge_outputs, tolerance_for
 from quasar.bench.schema import CaseResult
-from quasar.bench.suite import timing_spec
 from quasar.evaluation.protocol import CommandServer
 from quasar.reasons import REASON_BAD_RETURN, REASON_UNLOADABLE
 
@@ -45,80 +49,70 @@ def _expected_bytes(spec: CaseSpec) -> int:
     return o + final
 
 
-def check_saved(spec: CaseSpec, seed: int, path: Path, device: torch.device, name: str) -> CaseResult:
-    """Judge the outputs saved at ``path`` for ``spec`` run on inputs drawn from ``seed``."""
-    tolerance = tolerance_for(spec.dtype)
-    result = CaseResult(
-        name, spec.shape_dict(), spec.dtype_name, tolerance, spec.reference_name, passed=False
-    )
+def check_saved(
+    spec: CaseSpec, seed: int, path: Path, device: torch.device, name: str,
+    expected: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+) -> CaseResult:  # fmt: skip
+    """Judge the outputs saved at ``path`` for ``spec`` run on inputs drawn from ``seed``
+    (``expected``: the fp32 reference for them, when computed ahead)."""
+
+    def refused(reason: str, detail: str) -> CaseResult:
+        return CaseResult(name, spec.shape_dict(), spec.dtype_name, tolerance_for(spec.dtype),
+                          spec.reference_name, passed=False, reason=reason, detail=f"{name}: {detail}")  # fmt: skip
+
     if not path.is_file():
-        result.reason, result.detail = REASON_UNLOADABLE, f"{name}: the worker saved no output"
-        return result
+        return refused(REASON_UNLOADABLE, "the worker saved no output")
     # Room for the pickle's own bookkeeping; a larger file holds more than the expected tensors.
     if path.stat().st_size > 2 * _expected_bytes(spec) + 2**20:
-        result.reason, result.detail = REASON_UNLOADABLE, f"{name}: the saved output is far larger than o"
-        return result
+        return refused(REASON_UNLOADABLE, "the saved output is far larger than o")
     try:
         saved = torch.load(path, weights_only=True, map_location=device)
     except Exception as exc:
-        result.reason = REASON_UNLOADABLE
-        result.detail = f"{name}: not plain tensors ({type(exc).__name__}: {str(exc)[:300]})"
-        return result
+        return refused(REASON_UNLOADABLE, f"not plain tensors ({type(exc).__name__}: {str(exc)[:300]})")
     if not isinstance(saved, dict) or type(saved.get("o")) is not torch.Tensor:
-        result.reason, result.detail = REASON_BAD_RETURN, f"{name}: o is not a tensor"
-        return result
+        return refused(REASON_BAD_RETURN, "o is not a tensor")
     final = saved.get("final")
     if final is not None and type(final) is not torch.Tensor:
-        result.reason, result.detail = REASON_BAD_RETURN, f"{name}: final_state is not a tensor"
-        return result
-    inputs = make_inputs(spec, seed, device)
-    expected_o, expected_final = reference_outputs(spec, inputs)
-    outcome = check_result(
-        (saved["o"], final), expected_o=expected_o, expected_final=expected_final, out_dtype=spec.dtype,
-        device=expected_o.device, tolerance=tolerance, bounds=spec.bounds,
-    )  # fmt: skip
-    result.passed, result.reason = outcome.passed, outcome.reason
-    result.detail = None if outcome.detail is None else f"{name}: {outcome.detail}"
-    result.rel_error, result.final_state_rel_error = outcome.rel_error, outcome.final_state_rel_error
-    result.worst_slice_rel_error = outcome.worst_slice_rel_error
-    return result
+        return refused(REASON_BAD_RETURN, "final_state is not a tensor")
+    return judge_outputs(spec, seed, saved["o"], final, device, name, expected)
 
 
 class Checker(CommandServer):
     def __init__(self, reply_fd: int) -> None:
         super().__init__(reply_fd)
         self.scratch = Path(os.environ.get("QUASAR_CHECK_DIR", "."))
-        # Timed runs' outputs, when the parent copied them out of shared buffers (CPU).
-        self.timed_dir = Path(os.environ.get("QUASAR_TIMED_DIR") or self.scratch)
         self.device = torch.device("cpu")
         self.quick = False
+        #: ``(seed, case index) -> reference``, from ``prepare``.
+        self._references: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def start(self, device: str, quick: bool = False) -> None:
         self.device, self.quick = torch.device(device), quick
+        if self.device.type == "cuda":
+            torch.zeros(1, device=self.device)  # the context now, not in the first reference
+        self.reply(ok=True)
+
+    def prepare(self, seed: int) -> None:
+        for i, spec in enumerate(correctness_cases(self.device.type, self.quick)):
+            inputs = make_inputs(spec, case_seed(seed, i), self.device)
+            self._references[(seed, i)] = reference_outputs(spec, inputs)
+            del inputs
         self.reply(ok=True)
 
     def cases(self, seed: int, count: int) -> None:
         specs = correctness_cases(self.device.type, self.quick)[:count]
-        results = [
-            check_saved(
-                spec, case_seed(seed, i), self.scratch / f"case_{i}.pt", self.device, spec.name
-            ).to_dict()
-            for i, spec in enumerate(specs)
-        ]
-        self.reply(ok=True, results=results)
-
-    def timed(self, seeds: dict[str, int]) -> None:
-        spec = timing_spec(self.device.type, self.quick)
-        results = [
-            check_saved(
-                spec, seed, self.timed_dir / f"timed_{run}.pt", self.device, f"timed_run_{run}"
-            ).to_dict()
-            for run, seed in sorted(seeds.items(), key=lambda kv: int(kv[0]))
-        ]
+        results = []
+        for i, spec in enumerate(specs):
+            expected = self._references.pop((seed, i), None)
+            path = self.scratch / f"case_{i}.pt"
+            results.append(
+                check_saved(spec, case_seed(seed, i), path, self.device, spec.name, expected).to_dict()
+            )
+        self._references.clear()
         self.reply(ok=True, results=results)
 
     def handlers(self) -> dict[str, Any]:
-        return {"start": self.start, "cases": self.cases, "timed": self.timed}
+        return {"start": self.start, "prepare": self.prepare, "cases": self.cases}
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ from .sandbox import (
     detect,
     forget_probes,
 )
-from .timed_runs import ComparisonPlan, TimedComparison
+from .timed_runs import Comparison, ComparisonPlan, TimedComparison
 
 if TYPE_CHECKING:
     from quasar.config import Settings
@@ -82,7 +82,7 @@ _LOG_TAIL_CHARS = 4000
 
 #: Changes whenever what a result's numbers mean changes (cases, timing protocol, statistics): a
 #: round combines only results of one version.
-EVALUATOR_VERSION = "2026.12.03.2"
+EVALUATOR_VERSION = "2026.12.03.3"
 
 
 @functools.cache
@@ -304,7 +304,6 @@ class _Evaluation:
         self.checker: Channel | None = None
         self.plan = options.comparison or ComparisonPlan.for_device(report.device_type, options.quick)
         self.comparison: TimedComparison | None = None
-        self.samples_dir = work / "timed"
         self._phase_started = time.monotonic()
 
     def _phase(self, name: str) -> None:
@@ -359,9 +358,8 @@ class _Evaluation:
             )
         return reply
 
-    def _judge(self, results: list[dict[str, Any]], into: list[CaseResult]) -> None:
-        for data in results:
-            case = CaseResult.from_dict(data)
+    def _judge(self, results: list[CaseResult], into: list[CaseResult]) -> None:
+        for case in results:
             into.append(case)
             if not case.passed:
                 raise Stop(VERDICT_FAIL, case.reason or REASON_INCORRECT_OUTPUT, case.detail or case.name)
@@ -372,11 +370,10 @@ class _Evaluation:
 
         scratch = self.work / "worker"
         scratch.mkdir()
-        self.samples_dir.mkdir()
         device_type = self.report.device_type
         self.comparison = TimedComparison(
-            timing_spec(device_type, self.o.quick), self.plan, 1.0 + self.o.win_margin, self.samples_dir,
-            self._side_call, device=_parent_device(device_type, self.o.gpu_index),
+            timing_spec(device_type, self.o.quick), self.plan, 1.0 + self.o.win_margin, self._side_call,
+            device=_parent_device(device_type, self.o.gpu_index),
         )  # fmt: skip
         fds = self.comparison.fds("entry")
         try:
@@ -490,8 +487,20 @@ class _Evaluation:
         ping_ms = statistics.median(pings)
         report.wall["ping_ms"] = ping_ms
         self._phase("start_worker")
+        # The trusted checker starts now (loading torch while the baseline's worker starts) and,
+        # once calibration has had the GPU to itself, computes the cases' references (they depend
+        # on the seed alone) while the submission imports and runs its cases. The seed is fresh per
+        # evaluation (reported as `seed`) and reaches the submission's worker only after its import.
+        check_dir = self.work / "checker"
+        check_dir.mkdir()
+        ro = {"outputs": scratch}
+        env = {"QUASAR_CHECK_DIR": self.sandbox.inside("outputs", scratch)}
+        self.checker = start_process(self.sandbox, "quasar.evaluation.checker", check_dir, ro, env=env)
+        self.checker.send("start", device=report.device_type, quick=o.quick)
         self._start_baseline_worker(device=device)
         self._phase("baseline_worker_and_calibration")
+        case_seed = self.seed
+        self.checker.send("prepare", seed=case_seed)
 
         reply, _ = self._worker_call(
             "import", min(o.import_timeout_s, o.limits.wall_s), "importing the entry point"
@@ -502,19 +511,6 @@ class _Evaluation:
             reason = REASON_IMPORT_FAILED if error.startswith("importing") else REASON_ENTRY_POINT
             raise Stop(VERDICT_FAIL, reason, error[:2000])
         self._phase("import")
-        # The checker starts (and loads torch) while the cases run.
-        check_dir = self.work / "checker"
-        check_dir.mkdir()
-        ro = {"outputs": scratch, "timed": self.samples_dir}
-        env = {
-            "QUASAR_CHECK_DIR": self.sandbox.inside("outputs", scratch),
-            "QUASAR_TIMED_DIR": self.sandbox.inside("timed", self.samples_dir),
-        }
-        self.checker = start_process(self.sandbox, "quasar.evaluation.checker", check_dir, ro, env=env)
-        self.checker.send("start", device=report.device_type, quick=o.quick)
-
-        # Fresh per evaluation (reported as `seed`), handed over only now, after the import.
-        case_seed = self.seed
         reply, _ = self._worker_call(
             "cases", o.limits.wall_s, "running the correctness cases", seed=case_seed
         )
@@ -523,15 +519,15 @@ class _Evaluation:
         self.kernel_seconds += sum(float(c.get("seconds") or 0.0) for c in cases)
         saved = [c for c in cases if c.get("error") is None]
         failed = next((c for c in cases if c.get("error") is not None), None)
-        if self._checker_call_start():
-            self._judge(
-                self._checker_call("cases", seed=case_seed, count=len(saved))["results"], report.cases
-            )
+        self._checker_pending("start")
+        self._checker_pending("prepare")
+        results = self._checker_call("cases", seed=case_seed, count=len(saved))["results"]
+        self._judge([CaseResult.from_dict(data) for data in results], report.cases)
         self._phase("cases_checked")
         if failed is not None:
             raise fail_from_error(str(failed["error"]), f"case {failed.get('name')}")
 
-        timing, samples = self._compare()
+        timing, comparison = self._compare()
         self._phase("timing")
         result = self.worker.process if self.worker else None
         if result is not None:
@@ -539,12 +535,17 @@ class _Evaluation:
         self._worker_send_exit()
         if result is not None:
             self._absorb(result.finish(wait_s=10.0))
-        results = self._checker_call("timed", seeds={str(k): v for k, v in samples.items()})["results"]
-        self._judge(results, report.timed_checks)
+        # Only now, with the submission's processes gone: did it slow the baseline beside it?
+        assert self.comparison is not None and self.baseline_worker is not None
+        try:
+            self.comparison.check_interference(self.baseline_worker, comparison)
+        finally:
+            self.report.wall["comparison"]["solo_after_ms"] = comparison.solo_after_ms
+        self._judge(self.comparison.judge_samples(), report.timed_checks)
         self._phase("timed_runs_checked")
         report.timing = timing
 
-    def _compare(self) -> tuple[Timing, dict[int, int]]:
+    def _compare(self) -> tuple[Timing, Comparison]:
         """Trusted timing (``timed_runs``): alternating frozen-to-frozen batches against the baseline."""
         from quasar.bench.suite import timing_spec
 
@@ -558,7 +559,7 @@ class _Evaluation:
         self.report.wall["comparison"] = {
             "pairs": est.pairs, "calls_per_batch": plan.slots, "submission_ms": outcome.submission_ms,
             "baseline_ms": outcome.baseline_ms, "empty_batch_ms": outcome.empty_batch_ms,
-            "solo_ms": outcome.solo_ms, "inside_ms": outcome.inside_ms,
+            "output_copy_ms": outcome.output_copy_ms, "solo_ms": outcome.solo_ms, "inside_ms": outcome.inside_ms,
         }  # fmt: skip
         timing = Timing(
             shape=spec.shape_dict(), dtype=spec.dtype_name, device=self.report.device, median_ms=est.median_ms,
@@ -568,15 +569,15 @@ class _Evaluation:
             speedup_ci_low=est.ci_low, speedup_ci_high=est.ci_high, inconclusive=outcome.inconclusive,
             peak_mem_mb=outcome.peak_mem_mb, tokens_per_s=spec.batch * spec.seq_len / (est.median_ms / 1e3) if est.median_ms > 0 else None,
         )  # fmt: skip
-        return timing, outcome.samples
+        return timing, outcome
 
-    def _checker_call_start(self) -> bool:
+    def _checker_pending(self, op: str) -> None:
+        """The reply to a command sent to the checker earlier without waiting for it."""
         checker = self.checker
         assert checker is not None
-        reply = self._checker_reply(
-            lambda: checker.recv(checker.process.remaining()), "the trusted checker did not start"
+        self._checker_reply(
+            lambda: checker.recv(checker.process.remaining()), f"the trusted checker failed in {op!r}"
         )
-        return bool(reply)
 
     def _worker_send_exit(self) -> None:
         assert self.worker is not None

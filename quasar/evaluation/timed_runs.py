@@ -11,23 +11,28 @@ run SIGSTOPped, ``SandboxProcess.freeze``). Then, for each side, one batch of ``
 2. on the reply it freezes the worker again and copies every output into its own memory (the
    snapshot; on GPU it waits for the copy); then it stops its clock;
 3. only when both sides have run does it judge the snapshots: every call against the baseline's
-   output for the same inputs (``_screen``), and the calls it now picks at random against the fp32
-   reference, in the trusted checker.
+   output for the same inputs (``_screen``); the calls it now picks at random are kept and, after
+   the timing, judged against the fp32 reference (``judge_samples``, in this trusted process: the
+   snapshots are plain tensors it copied itself, so no file or pickle is involved).
 
 So from the moment a run's inputs exist in memory the submission can see until its outputs are out
 of its reach, every step lies inside the interval, measured by the parent's own clock; the trusted
-cost of an empty batch (the same copies, thaw, round trip, freeze and snapshot) is taken off. A
+cost of an empty batch (the same copies, thaw, round trip, freeze and snapshot) is taken off, and so
+is what the parent itself takes to copy one output into a slot (the worker's copy of each call's
+result, which a real model would not make). A
 frozen process cannot run on the CPU, but GPU work it queued keeps running: an output finished
 after the snapshot is judged as the NaN or partial values the snapshot holds, and work left running
 to slow the baseline shows as baseline batches slower than the baseline's solo batches, timed before
 any submission code was loaded. On GPU a comparison whose baseline median exceeds that solo median by
-more than ``baseline_drift`` fails (``interference``).
+more than ``baseline_drift``, and a solo median timed again once the submission has exited, fails
+(``interference``).
 
 The baseline and the submission alternate batch by batch on the same inputs (which one goes first
 alternates too), so warm-up and drift hit both alike; while one runs the other is frozen. The
 speed-up is the ratio of the median per-call times with a paired-bootstrap 95% interval
-(``timing_stats``); more pairs are measured while the interval straddles 1 + ``win_margin``, up to
-a bound, and a result still undecided then is ``inconclusive``.
+(``timing_stats``); more pairs are measured while the interval straddles 1 + ``win_margin`` (before
+the last look, at the stricter ``EARLY_STOP_LEVEL``), up to a bound, and a result still undecided
+then is ``inconclusive``.
 """
 
 from __future__ import annotations
@@ -37,14 +42,13 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from quasar.bench.cases import CaseSpec, make_inputs
-from quasar.bench.check import check_result, tolerance_for
-from quasar.bench.schema import VERDICT_ERROR, VERDICT_FAIL
+from quasar.bench.check import check_result, judge_outputs, tolerance_for
+from quasar.bench.schema import VERDICT_ERROR, VERDICT_FAIL, CaseResult
 from quasar.reasons import (
     REASON_FREEZE_FAILED,
     REASON_HARNESS_ERROR,
@@ -56,7 +60,7 @@ from quasar.reasons import (
 from .arena import Arena, slot_layout
 from .channel import Channel, Stop, fail_from_error
 from .sandbox import FreezeFailed
-from .timing_stats import SpeedupEstimate, estimate
+from .timing_stats import EARLY_STOP_LEVEL, SpeedupEstimate, estimate
 
 SIDES = ("baseline", "entry")
 
@@ -108,13 +112,17 @@ class Comparison:
     #: Per-call times of the submission's measured batches (ms).
     submission_ms: list[float]
     baseline_ms: list[float]
-    #: ``{run: seed}`` of the submission calls whose outputs were saved for the checker.
+    #: ``{run: seed}`` of the submission calls whose outputs were kept to be judged.
     samples: dict[int, int] = field(default_factory=dict)
     #: What a batch of no calls cost on the baseline's worker (copies, thaw, round trip, freeze,
     #: snapshot), in ms; taken off every batch of both sides.
     empty_batch_ms: float = 0.0
+    #: What copying one output into its slot costs the parent (ms); taken off every call of both sides.
+    output_copy_ms: float = 0.0
     #: The baseline's per-call median alone, before any submission code was loaded (None: not timed).
     solo_ms: float | None = None
+    #: The baseline's per-call median alone again, after the submission exited (None: not needed).
+    solo_after_ms: float | None = None
     #: What each worker said its batches took per call (untrusted; for the log).
     inside_ms: dict[str, list[float]] = field(default_factory=dict)
     #: GPU: the submission's peak memory in its timed calls, as it reported it (untrusted; for the log).
@@ -125,13 +133,13 @@ class TimedComparison:
     """Alternating batches of the baseline and the submission in their own sandboxed workers."""
 
     def __init__(
-        self, spec: CaseSpec, plan: ComparisonPlan, threshold: float, sample_dir: Path,
+        self, spec: CaseSpec, plan: ComparisonPlan, threshold: float,
         call: Callable[..., dict[str, Any]], device: torch.device | None = None,
     ) -> None:  # fmt: skip
         """``call(channel, side, op, **data)`` sends one command to a worker and returns its reply,
         raising :class:`Stop` for a dead or hung worker (the caller knows how to word that).
         ``device`` is where the buffers live (the parent's name for the workers' GPU)."""
-        self.spec, self.plan, self.threshold, self.sample_dir = spec, plan, threshold, sample_dir
+        self.spec, self.plan, self.threshold = spec, plan, threshold
         self.device = device or torch.device("cpu")
         self.cuda = self.device.type == "cuda"
         self._call = call
@@ -143,8 +151,11 @@ class TimedComparison:
             for side in SIDES
         }
         self._fresh: list[tuple[torch.Tensor, ...]] = []
+        #: ``run -> (seed, output)`` of the submission calls picked for the reference check.
+        self._kept: dict[int, tuple[int, torch.Tensor]] = {}
         self.kernel_seconds = 0.0
         self.empty_batch_ms = 0.0
+        self.output_copy_ms = 0.0
         self.solo_ms: float | None = None
 
     def fds(self, side: str) -> tuple[int, ...]:
@@ -152,6 +163,7 @@ class TimedComparison:
 
     def close(self) -> None:
         self._fresh.clear()
+        self._kept.clear()
         self.snapshots.clear()
         for arena in self.arenas.values():
             arena.close()
@@ -223,6 +235,8 @@ class TimedComparison:
         self._snapshot(side)
         elapsed = (time.perf_counter() - t0) * 1e3
         per_call = max(elapsed - self.empty_batch_ms, 0.0) / max(slots, 1)
+        if slots:
+            per_call = max(per_call - self.output_copy_ms, 0.0)
         if not reply.get("ok"):
             error = str(reply.get("error"))
             if side == "entry":
@@ -232,20 +246,50 @@ class TimedComparison:
 
     def calibrate(self, baseline: Channel) -> None:
         """On the trusted baseline's worker, before any submission code is loaded: what an empty
-        batch costs (subtracted from every batch of both sides; the submission cannot inflate it)
-        and, when the plan asks, the baseline's per-call median alone."""
+        batch costs and what the copy of one output into its slot costs (both subtracted from every
+        batch of both sides; the submission cannot inflate them) and, when the plan asks, the
+        baseline's per-call median alone."""
         self._draw_inputs([secrets.randbits(62) for _ in range(self.plan.slots)])
         self.empty_batch_ms = statistics.median(
             self._batch("baseline", baseline, slots=0)[0] for _ in range(7)
         )
+        self.output_copy_ms = self._output_copy_ms()
         if self.plan.solo_batches:
-            solo = []
-            for number in range(self.plan.solo_batches + 1):
-                self._draw_inputs([secrets.randbits(62) for _ in range(self.plan.slots)])
-                per_call, _ = self._batch("baseline", baseline)
-                if number:  # the first compiles and warms up
-                    solo.append(per_call)
-            self.solo_ms = statistics.median(solo)
+            self.solo_ms = self._solo_median(baseline)
+
+    def _solo_median(self, baseline: Channel) -> float:
+        """The baseline's per-call median over ``solo_batches`` batches with nothing beside it."""
+        solo = []
+        for number in range(self.plan.solo_batches + 1):
+            self._draw_inputs([secrets.randbits(62) for _ in range(self.plan.slots)])
+            per_call, _ = self._batch("baseline", baseline)
+            if number:  # the first compiles and warms up
+                solo.append(per_call)
+        return statistics.median(solo)
+
+    def _output_copy_ms(self, repeats: int = 9) -> float:
+        """The parent's own time to copy one output of the timed shape into a slot: the same
+        copy, in the same direction and on the same memory, as the worker's after each call."""
+        source = self.snapshots["baseline"][0]
+        target = self.arenas["baseline"].output(0)
+        times = []
+        for number in range(repeats + 1):
+            self._sync()
+            if self.cuda:
+                # The worker's copies queue behind its kernels: their GPU time is what it costs.
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                target.copy_(source)
+                end.record()
+                end.synchronize()
+                elapsed = start.elapsed_time(end)
+            else:
+                t0 = time.perf_counter()
+                target.copy_(source)
+                elapsed = (time.perf_counter() - t0) * 1e3
+            if number:  # the first touches the pages
+                times.append(elapsed)
+        return statistics.median(times)
 
     def run(self, baseline: Channel, entry: Channel) -> Comparison:
         plan = self.plan
@@ -274,36 +318,58 @@ class TimedComparison:
             if measured:
                 for slot in self._slots_to_check(len(pairs), len(samples)):
                     samples[run + slot] = seeds[slot]
-                    saved = self.snapshots["entry"][slot].to("cpu", copy=True)
-                    torch.save({"o": saved}, self.sample_dir / f"timed_{run + slot}.pt")
+                    # The next pair overwrites the snapshot: keep a copy (on the device it is on).
+                    self._kept[run + slot] = (seeds[slot], self.snapshots["entry"][slot].clone())
                 run += plan.slots
                 pairs.append((times["baseline"], times["entry"]))
             self.kernel_seconds += times["entry"] * plan.slots / 1e3
             number += 1
             if len(pairs) >= plan.min_pairs:
-                est = estimate(pairs, seed=secrets.randbits(32))
-                if est.decided(self.threshold) or len(pairs) >= plan.max_pairs:
+                seed, last = secrets.randbits(32), len(pairs) >= plan.max_pairs
+                # Before the last look only a stricter interval stops the measuring (timing_stats).
+                if last or estimate(pairs, seed=seed, level=EARLY_STOP_LEVEL).decided(self.threshold):
+                    est = estimate(pairs, seed=seed)
                     break
-        self._check_baseline_drift(est.baseline_ms)
         return Comparison(
             estimate=est, inconclusive=not est.decided(self.threshold),
             submission_ms=[s for _, s in pairs], baseline_ms=[b for b, _ in pairs], samples=samples,
-            empty_batch_ms=self.empty_batch_ms, solo_ms=self.solo_ms, inside_ms=inside, peak_mem_mb=peak,
+            empty_batch_ms=self.empty_batch_ms, output_copy_ms=self.output_copy_ms, solo_ms=self.solo_ms, inside_ms=inside, peak_mem_mb=peak,
         )  # fmt: skip
 
-    def _check_baseline_drift(self, baseline_ms: float) -> None:
-        """Beside the submission the baseline must run as fast as it did alone: a frozen process
-        cannot run on the CPU, but GPU work it left queued can slow the baseline's batches."""
+    def check_interference(self, baseline: Channel, comparison: Comparison) -> None:
+        """Beside the submission the baseline must run as fast as it does alone: a frozen process
+        cannot run on the CPU, but GPU work it left queued can slow the baseline's batches.
+
+        Call it once the submission's processes are gone (their GPU context with them, so nothing of
+        theirs can still run). Within ``baseline_drift`` of the solo median timed before the import,
+        nothing more is done. Beyond it, the device itself may have drifted (clocks, heat), so the
+        baseline is timed alone once more, now: only a comparison slower than both solo medians by
+        more than ``baseline_drift`` fails."""
         drift = self.plan.baseline_drift
+        beside = comparison.estimate.baseline_ms
         if drift is None or self.solo_ms is None or self.solo_ms <= 0:
             return
-        if baseline_ms > self.solo_ms * (1 + drift):
+        if beside <= self.solo_ms * (1 + drift):
+            return
+        comparison.solo_after_ms = again = self._solo_median(baseline)
+        alone = max(self.solo_ms, again)
+        if beside > alone * (1 + drift):
             raise Stop(
                 VERDICT_FAIL, REASON_INTERFERENCE,
-                f"the baseline ran {baseline_ms / self.solo_ms - 1:.1%} slower beside the submission than "
-                f"alone ({baseline_ms:.3f} vs {self.solo_ms:.3f} ms per call): finish all GPU work before "
-                "the kernel returns, and leave nothing running on the device",
+                f"the baseline ran {beside / alone - 1:.1%} slower beside the submission than alone "
+                f"({beside:.3f} ms per call, against {self.solo_ms:.3f} ms before the submission was "
+                f"loaded and {again:.3f} ms after it exited): finish all GPU work before the kernel "
+                "returns, and leave nothing running on the device",
             )  # fmt: skip
+
+    def judge_samples(self) -> list[CaseResult]:
+        """The kept calls against the fp32 reference for their inputs, the oldest first."""
+        results = []
+        for run in sorted(self._kept):
+            seed, output = self._kept.pop(run)
+            results.append(judge_outputs(self.spec, seed, output, None, self.device, f"timed_run_{run}"))
+            del output
+        return results
 
     def _slots_to_check(self, pairs_so_far: int, checked_so_far: int) -> list[int]:
         """Which calls of this measured pair the checker judges: one at random with the plan's

@@ -410,17 +410,18 @@ def test_work_moved_into_the_harness_is_charged(submit) -> None:
 
 def test_untouched_template_ties_with_the_baseline(submit) -> None:
     # The same kernel in two sandboxed workers: scored within the resolution of a shared 2-core
-    # machine, and a tie never counts. (One run cannot promise its 95% interval holds 1.0: by
-    # construction it misses 1 run in 20; a loaded CI run once gave 0.955 [0.931, 0.979].)
-    report = submit(None)
-    _passes(report)
-    timing = report.timing
-    comparison = {k: v for k, v in report.wall["comparison"].items() if k != "inside_ms"}
-    assert abs(timing.speedup - 1.0) <= 0.06, (timing.speedup, timing.speedup_ci_low, comparison)
-    assert timing.speedup_ci_low < 1.01, "a tie must never count as a win"
-
-
-# --- crashes and hangs -------------------------------------------------------------------------------
+    # machine. A 95% interval clears 1 + WIN_MARGIN for a tie in about 1 run of 40 by construction
+    # (seen here once in 16 runs), so an apparent win is evaluated again: a tie counted twice in a
+    # row would be a bias, not chance.
+    for _attempt in range(2):
+        report = submit(None)
+        _passes(report)
+        timing = report.timing
+        comparison = {k: v for k, v in report.wall["comparison"].items() if k != "inside_ms"}
+        assert abs(timing.speedup - 1.0) <= 0.06, (timing.speedup, timing.speedup_ci_low, comparison)
+        if timing.speedup_ci_low < 1.01:
+            return
+    raise AssertionError(f"a tie counted as a win twice in a row: {timing}, {comparison}")
 
 
 def test_raises_at_import(submit) -> None:

@@ -38,6 +38,17 @@ def test_outputs_of_other_inputs_fail(tmp_path: Path) -> None:
     assert not result.passed and result.reason == "incorrect_output"
 
 
+def test_a_reference_computed_ahead_is_the_one_judged_against(tmp_path: Path) -> None:
+    o, final = _honest(7)
+    torch.save({"o": o, "final": final}, tmp_path / "case.pt")
+    ahead = reference_outputs(SPEC, make_inputs(SPEC, 7, CPU))
+    assert check_saved(SPEC, 7, tmp_path / "case.pt", CPU, "tiny", ahead).passed
+    # A reference of other inputs handed in fails the same output: the prepared one is what counts.
+    other = reference_outputs(SPEC, make_inputs(SPEC, 8, CPU))
+    result = check_saved(SPEC, 7, tmp_path / "case.pt", CPU, "tiny", other)
+    assert not result.passed and result.reason == "incorrect_output"
+
+
 def test_tensor_subclass_is_refused_by_weights_only_load(tmp_path: Path) -> None:
     o, final = _honest(7)
     torch.save({"o": o.as_subclass(Sneaky), "final": final}, tmp_path / "case.pt")

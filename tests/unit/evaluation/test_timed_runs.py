@@ -90,6 +90,13 @@ def test_interval_holds_the_true_ratio_and_narrows_with_pairs() -> None:
     assert tie.ci_low <= 1.0 <= tie.ci_high
     with pytest.raises(ValueError):
         estimate([(1.0, 1.0)])
+    # The stricter interval an early stop needs holds the reported one (same resamples).
+    data = pairs(12, 1.1)
+    wide, narrow = estimate(data, seed=4, level=0.99), estimate(data, seed=4)
+    assert wide.ci_low <= narrow.ci_low <= narrow.ci_high <= wide.ci_high
+    assert wide.ci_high - wide.ci_low > narrow.ci_high - narrow.ci_low
+    with pytest.raises(ValueError):
+        estimate(data, level=1.0)
 
 
 def test_an_exported_kernel_cache_is_merged_entry_by_entry(tmp_path: Path) -> None:
@@ -114,7 +121,7 @@ def _comparison(tmp_path: Path, plan: object | None = None):  # noqa: ANN202 - t
     def no_worker(*_args: object, **_kwargs: object) -> dict[str, object]:
         raise AssertionError("these parts talk to no worker")
 
-    return TimedComparison(SPEC, plan or ComparisonPlan(), 1.01, tmp_path, no_worker)
+    return TimedComparison(SPEC, plan or ComparisonPlan(), 1.01, no_worker)
 
 
 def test_every_call_is_screened_against_the_baselines_output(tmp_path: Path) -> None:
@@ -134,6 +141,23 @@ def test_every_call_is_screened_against_the_baselines_output(tmp_path: Path) -> 
         with pytest.raises(Stop) as caught:
             comparison._screen(first_run=8)
         assert caught.value.verdict == "fail" and "timed run 10" in caught.value.detail
+    finally:
+        comparison.close()
+
+
+def test_kept_calls_are_judged_against_the_fp32_reference(tmp_path: Path) -> None:
+    from quasar.bench.cases import make_inputs, reference_outputs
+
+    comparison = _comparison(tmp_path)
+    try:
+        honest, _ = reference_outputs(SPEC, make_inputs(SPEC, 11, "cpu"))
+        comparison._kept[9] = (12, honest.to(SPEC.dtype))  # right values, for other inputs
+        comparison._kept[5] = (11, honest.to(SPEC.dtype))
+        results = comparison.judge_samples()
+        assert [r.name for r in results] == ["timed_run_5", "timed_run_9"]
+        assert results[0].passed and results[0].rel_error is not None and results[0].rel_error < 1e-3
+        assert not results[1].passed and results[1].reason == "incorrect_output"
+        assert comparison._kept == {}
     finally:
         comparison.close()
 
