@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quasar.config import Settings, get_settings
+from quasar.demo_kernels import HONEST_CHANGE
 from quasar.reasons import REASONS, describe
 
 app = typer.Typer(no_args_is_help=True)
@@ -54,10 +55,6 @@ ROLE_WORDS = {
     "cheater": "cheating miner",
     "validator": "validator",
 }
-#: The honest miner's improvement: smaller chunks, which is faster on CPU at the CPU benchmark shape
-#: (measured about 1.4x at T=4,096 on 2026-11-25, but 0.81-0.83x under the trusted timing of 2026-12-03;
-#: see docs/operations.md, "Local subnet").
-HONEST_CHUNK_SIZE = 16
 #: Settings of the children that make a local round short; each is used only if not set already.
 DEMO_ENV = {
     "ROUND_BLOCKS": "900",
@@ -209,21 +206,21 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def make_kernel_repo(path: Path, *, chunk_size: int | None = None, init_source: str | None = None) -> str:
-    """A fresh kernel repository from `quasar kernel init`, changed as asked and committed; its SHA."""
+def make_kernel_repo(path: Path, *, faster: bool = False, init_source: str | None = None) -> str:
+    """A fresh kernel repository from `quasar kernel init`, changed as asked (``faster``: the honest
+    miner's change, `quasar.demo_kernels`) and committed; its SHA."""
+    from quasar.demo_kernels import TemplateChanged, faster_chunked
     from quasar.kernels.template import init_kernel_repo
 
     shutil.rmtree(path, ignore_errors=True)
     init_kernel_repo(path)
     package = path / "fla" / "ops" / "quasar"
-    if chunk_size is not None:
+    if faster:
         chunked = package / "chunked.py"
-        text = chunked.read_text()
-        if "DEFAULT_CHUNK_SIZE = 64" not in text:
-            raise DemoError(
-                "the kernel template no longer has DEFAULT_CHUNK_SIZE = 64; update quasar/local.py"
-            )
-        chunked.write_text(text.replace("DEFAULT_CHUNK_SIZE = 64", f"DEFAULT_CHUNK_SIZE = {chunk_size}"))
+        try:
+            chunked.write_text(faster_chunked(chunked.read_text()))
+        except TemplateChanged as exc:
+            raise DemoError(str(exc)) from None
     if init_source is not None:
         (package / "__init__.py").write_text(init_source)
     _git(path, "commit", "-qam", "QuasarAttention: demo change")
@@ -398,11 +395,11 @@ def run_round(demo: Demo, *, timeout: float) -> int:
         status.update("starting the validator")
         demo.start("validator", [sys.executable, "-m", "quasar.cli", "validator"])
 
-        # The honest miner: the real miner neuron, with a kernel whose chunks are smaller (faster on CPU).
+        # The honest miner: the real miner neuron, with a kernel truly faster on CPU.
         home = settings.quasar_home.resolve() / "demo"
         miner_dir = home / "honest-miner"
         shutil.rmtree(miner_dir, ignore_errors=True)
-        make_kernel_repo(miner_dir / "workspace", chunk_size=HONEST_CHUNK_SIZE)
+        make_kernel_repo(miner_dir / "workspace", faster=True)
         miner_env = {
             **demo.env, "MINER_STATE_DIR": str(miner_dir), "MINER_WORKSPACE": str(miner_dir / "workspace"),
             "MINER_STRATEGY": "manual", "MINER_MIN_SPEEDUP": "0", "MINER_BENCH_QUICK": "true",
@@ -437,8 +434,7 @@ def run_round(demo: Demo, *, timeout: float) -> int:
         entry = wait_for(
             "the honest miner to reveal its submission", honest_revealed, left(), watch=demo.watched()
         )
-        console.print(f"[green]✓[/] honest miner revealed submission {entry.submission_id} (chunks of "
-                      f"{HONEST_CHUNK_SIZE} tokens instead of 64)")  # fmt: skip
+        console.print(f"[green]✓[/] honest miner revealed submission {entry.submission_id} ({HONEST_CHANGE})")
 
         final = {"scored", "rejected", "duplicate", "expired"}
         seen: dict[int, str] = {}

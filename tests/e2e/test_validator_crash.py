@@ -21,7 +21,6 @@ import pytest
 from quasar.client import ValidatorApiClient
 from quasar.config import Settings
 from quasar.local import (
-    HONEST_CHUNK_SIZE,
     ZEROS_KERNEL,
     make_kernel_repo,
     managed,
@@ -64,7 +63,7 @@ def test_sigkill_mid_evaluation_then_restart_finishes_the_round(tmp_path: Path) 
         wallet = {
             role: load_wallet(i.wallet_name, "default", home / "wallets") for role, i in identities.items()
         }
-        honest_sha = make_kernel_repo(tmp_path / "honest", chunk_size=HONEST_CHUNK_SIZE)
+        honest_sha = make_kernel_repo(tmp_path / "honest", faster=True)
         cheat_sha = make_kernel_repo(tmp_path / "cheat", init_source=ZEROS_KERNEL)
         honest_id = submit_scripted(
             ValidatorApiClient(url, wallet["miner"]), chain, tmp_path / "honest", honest_sha, None
