@@ -298,6 +298,11 @@ class Settings(BaseSettings):
     github_username: str | None = None
     github_fork_name: str = "flash-linear-attention"
     git_remote_url: str | None = Field(None, description="Any git remote to push to instead of GitHub.")
+    git_push_url: str | None = Field(
+        None,
+        description="Where git pushes when that is not GIT_REMOTE_URL, e.g. over SSH (git@github.com:me/fla.git); "
+        "GIT_REMOTE_URL stays the https URL revealed to validators. Default: GIT_REMOTE_URL.",
+    )
     target_repo_url: str = "https://github.com/troy12x/flash-linear-attention"
     github_api_url: str = Field(
         "https://api.github.com",
@@ -331,6 +336,11 @@ class Settings(BaseSettings):
     miner_bench_quick: bool = Field(False, description="Bench candidates with fewer timed runs (`--quick`).")
     miner_bench_timeout_seconds: float = Field(
         1800.0, gt=0, description="Wall-clock limit of one candidate's bench."
+    )
+    miner_allow_unsandboxed_candidates: bool = Field(
+        False,
+        description="Where no sandbox can be built, bench candidate kernels without one (their code can then read "
+        "this machine's files, the wallet included); off: the miner refuses to run them there.",
     )
     miner_external_ip: str | None = Field(
         None,

@@ -71,14 +71,11 @@ def _check_registration(settings: Settings, chain: Any, hotkey: str) -> Any:
 
 
 def _serve_axon(settings: Settings, chain: Any, wallet: Any, neuron: Any, port: int) -> str | None:
-    """Publish the inference server's address on chain (ServeAxon) if it changed; returns its URL."""
+    """Publish the inference server's address on chain (ServeAxon) if it changed; returns the URL to
+    reveal, or None when there is no address to publish (MINER_EXTERNAL_IP unset on a real chain)."""
     ip = settings.miner_external_ip or ("127.0.0.1" if settings.is_embedded else None)
     if ip is None:
-        log.warning(
-            "MINER_EXTERNAL_IP is not set: the inference server's address is not published on chain, so "
-            "validators cannot verify it; set MINER_EXTERNAL_IP to this machine's public IP"
-        )
-        return settings.miner_inference_url
+        return None
     if neuron is None or neuron.axon_ip != ip or neuron.axon_port != port:
         from quasar.chain import ChainError
 
@@ -91,16 +88,65 @@ def _serve_axon(settings: Settings, chain: Any, wallet: Any, neuron: Any, port: 
     return settings.miner_inference_url or f"http://{host}:{port}"
 
 
-def build_miner(settings: Settings, stop: threading.Event, *, axon_port: int | None = None) -> Any:
-    """Everything the loop needs, from the settings; raises MinerSetupError with what to fix."""
+def _check_api(client: Any, settings: Settings, *, once: bool) -> None:
+    """Ask the API's /health first: with --once an API that does not answer ends the run (one line)."""
+    from quasar.client import ApiError
+
+    try:
+        client.health()
+        return
+    except ApiError as exc:
+        cause = exc.__cause__
+        why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    message = (
+        f"the Validator API at {settings.validator_api_url} does not answer ({why}); check VALIDATOR_API_URL "
+        "and that the API is up"
+    )
+    if once:
+        raise MinerSetupError(message)
+    log.warning("%s. The miner starts anyway and commits once the API answers", message)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=3.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _check_inference_server(settings: Settings, port: int, inference_url: str | None) -> None:
+    """Warn when the inference server answers neither locally nor at the revealed address."""
+    local = [f"http://127.0.0.1:{p}" for p in dict.fromkeys((settings.miner_inference_port, port))]
+    tried = list(dict.fromkeys([*local, *([inference_url] if inference_url else [])]))
+    if any(_answers(url) for url in tried):
+        return
+    log.warning(
+        "the inference server does not answer at %s: start it (./START_MINER_INFERENCE.sh or `quasar inference`), "
+        "or validators' logit checks fail every submission (behind NAT the public address may not answer from "
+        "inside; make sure the port is forwarded)", ", ".join(f"{u}/health" for u in tried),
+    )  # fmt: skip
+
+
+def build_miner(
+    settings: Settings, stop: threading.Event, *, axon_port: int | None = None, once: bool = False
+) -> Any:
+    """Everything the loop needs, from the settings; raises MinerSetupError with what to fix.
+
+    Before any bench, it refuses what cannot earn (one line each): an API that does not answer (with
+    ``once``), no inference server address for validators while logit verification is on, candidates
+    that cannot be sandboxed (without MINER_ALLOW_UNSANDBOXED_CANDIDATES), ``tune`` on a kernel that is
+    not ``quasar kernel init``'s layout.
+    """
     from quasar.chain import ChainUnavailable, get_chain
     from quasar.client import ValidatorApiClient
-    from quasar.miner.bench import BenchRunner
+    from quasar.miner.bench import BenchRunner, CandidatesRefused, Isolation
     from quasar.miner.forge import ForgeError, resolve_remote
     from quasar.miner.loop import Miner, MinerOptions
     from quasar.miner.state import StateLocked, StateStore
     from quasar.miner.strategies import Context, make_strategy
-    from quasar.miner.workspace import GitError, Workspace, default_source
+    from quasar.miner.workspace import GitError, Workspace, default_source, has_template_layout
 
     directory = state_dir(settings)
     store = StateStore(directory)
@@ -108,9 +154,18 @@ def build_miner(settings: Settings, stop: threading.Event, *, axon_port: int | N
         store.acquire()
     except StateLocked as exc:
         raise MinerSetupError(str(exc)) from None
+    client = None
     try:
         wallet = _load_wallet(settings)
         hotkey = wallet.hotkey.ss58_address
+        if settings.enable_logit_verification and not settings.is_embedded and not settings.miner_external_ip:
+            raise MinerSetupError(
+                "MINER_EXTERNAL_IP is not set, so no inference server address is published on chain, where "
+                "validators look for it: every submission would fail logit verification, so none is committed. "
+                "Set MINER_EXTERNAL_IP to this machine's public IP (with MINER_INFERENCE_PORT reachable there)"
+            )
+        client = ValidatorApiClient(settings.validator_api_url, wallet)
+        _check_api(client, settings, once=once)
         chain = get_chain(settings)
         try:
             neuron = _check_registration(settings, chain, hotkey)
@@ -118,6 +173,30 @@ def build_miner(settings: Settings, stop: threading.Event, *, axon_port: int | N
             raise MinerSetupError(f"cannot reach the chain: {exc}") from None
         port = axon_port or settings.miner_inference_port
         inference_url = _serve_axon(settings, chain, wallet, neuron, port)
+        if settings.enable_logit_verification:
+            _check_inference_server(settings, port, inference_url)
+        elif inference_url is None:
+            inference_url = settings.miner_inference_url
+        bench = BenchRunner(
+            device=settings.device,
+            quick=settings.miner_bench_quick,
+            timeout_seconds=settings.miner_bench_timeout_seconds,
+            stop=stop,
+            isolation=Isolation(
+                allow_unsandboxed=settings.miner_allow_unsandboxed_candidates,
+                memory_bytes=settings.sandbox_memory_mb * 2**20,
+                max_pids=settings.sandbox_max_pids,
+                cgroup_parent=settings.sandbox_cgroup_parent,
+            ),
+        )
+        try:
+            isolation = bench.check_isolation()
+        except CandidatesRefused as exc:
+            raise MinerSetupError(str(exc)) from None
+        if settings.miner_allow_unsandboxed_candidates and isolation.startswith("WITHOUT"):
+            log.warning("candidate kernels run %s", isolation)
+        else:
+            log.info("candidate kernels run %s", isolation)
         try:
             remote = resolve_remote(settings, directory)
             workspace = Workspace(settings.miner_workspace or directory / "workspace", settings.miner_branch)
@@ -129,13 +208,13 @@ def build_miner(settings: Settings, stop: threading.Event, *, axon_port: int | N
             workspace.prepare(source=source, submit_url=remote.push_url, submit_env=remote.git_env())
         except (ForgeError, GitError) as exc:
             raise MinerSetupError(str(exc)) from None
+        if settings.miner_strategy == "tune" and not has_template_layout(workspace.path):
+            raise MinerSetupError(
+                f"MINER_STRATEGY=tune has nothing to tune in {workspace.path}: its fla/ops/quasar/ is not "
+                "`quasar kernel init`'s layout; use MINER_STRATEGY=agent or manual, or move the workspace aside "
+                "to start from `quasar kernel init`"
+            )
         state = store.load()
-        bench = BenchRunner(
-            device=settings.device,
-            quick=settings.miner_bench_quick,
-            timeout_seconds=settings.miner_bench_timeout_seconds,
-            stop=stop,
-        )
         context = Context(
             workspace=workspace,
             state=state,
@@ -150,17 +229,19 @@ def build_miner(settings: Settings, stop: threading.Event, *, axon_port: int | N
             block_time_seconds=settings.block_time_seconds or 12.0,
             inference_url=inference_url,
         )
-        client = ValidatorApiClient(settings.validator_api_url, wallet)
         log.info(
-            "miner %s on %s (netuid %d): API %s, strategy %s, workspace %s (branch %s), pushing to %s",
+            "miner %s on %s (netuid %d): API %s, strategy %s, workspace %s (branch %s), pushing to %s, "
+            "revealing %s",
             hotkey, settings.subtensor_network, settings.netuid, settings.validator_api_url,
-            settings.miner_strategy, workspace.path, workspace.branch, remote.push_url,
+            settings.miner_strategy, workspace.path, workspace.branch, remote.push_url, remote.repo_url,
         )  # fmt: skip
         return Miner(
             client=client, chain=chain, remote=remote, strategy=make_strategy(settings), store=store,
             context=context, options=options, stop=stop,
         )  # fmt: skip
     except BaseException:
+        if client is not None:
+            client.close()
         store.release()
         raise
 
@@ -216,7 +297,7 @@ def miner(
     stop = threading.Event()
     install_stop_handlers(stop, what="the miner after the current step (its state is on disk)")
     try:
-        miner_loop = build_miner(settings, stop, axon_port=axon_port)
+        miner_loop = build_miner(settings, stop, axon_port=axon_port, once=once)
     except MinerSetupError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

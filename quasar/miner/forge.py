@@ -2,7 +2,8 @@
 
 Three cases, in order:
 
-* ``GIT_REMOTE_URL`` set: push there with whatever git credentials the user has configured; no GitHub.
+* ``GIT_REMOTE_URL`` set: push there (or to ``GIT_PUSH_URL``, e.g. over SSH, when set) with whatever git
+  credentials the user has configured; no GitHub. ``GIT_REMOTE_URL`` is what is revealed.
 * ``GITHUB_TOKEN`` and ``GITHUB_USERNAME`` set: find ``GITHUB_USERNAME/GITHUB_FORK_NAME`` or fork the
   target repository into it, and push over https with the token.
 * Neither, in development mode: a local bare repository under the miner's state directory.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +90,13 @@ def _is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_ssh(url: str) -> bool:
+    """``ssh://...``, ``git+ssh://...`` or git's scp-like ``user@host:path``."""
+    if url.startswith(("ssh://", "git+ssh://", "ssh+git://")):
+        return True
+    return "://" not in url and bool(re.match(r"^[^/:]+@[^/:]+:", url))
 
 
 def _github_full_name(url: str) -> str:
@@ -161,8 +170,14 @@ def local_remote(path: Path) -> SubmitRemote:
 
 def resolve_remote(settings: Settings, state_dir: Path) -> SubmitRemote:
     """The remote the settings name (see the module docstring); checks that validators may fetch it."""
+    if settings.git_push_url and not settings.git_remote_url:
+        raise ForgeError(
+            "GIT_PUSH_URL is set without GIT_REMOTE_URL: set GIT_REMOTE_URL to the https URL validators fetch "
+            "the same repository from (GIT_PUSH_URL is only where git pushes)"
+        )
     if settings.git_remote_url:
-        remote = SubmitRemote(settings.git_remote_url, settings.git_remote_url, kind="git")
+        push_url = settings.git_push_url or settings.git_remote_url
+        remote = SubmitRemote(push_url, settings.git_remote_url, kind="git")
     elif settings.github_token and settings.github_username:
         remote = ensure_github_fork(settings)
     elif settings.github_token or settings.github_username:
@@ -182,9 +197,15 @@ def resolve_remote(settings: Settings, state_dir: Path) -> SubmitRemote:
             kind="repo",
         )
     except UrlNotAllowed as exc:
+        ssh = _is_ssh(remote.repo_url)
+        hint = (
+            "; to push over SSH, set GIT_PUSH_URL to this URL and GIT_REMOTE_URL to the repository's https URL"
+            if ssh
+            else ""
+        )
         raise ForgeError(
             f"validators would refuse the repository URL {remote.repo_url}: {exc.detail}. Use an https URL on "
-            f"one of {', '.join(settings.allowed_repo_hosts)}"
+            f"one of {', '.join(settings.allowed_repo_hosts)}{hint}"
         ) from None
     return remote
 

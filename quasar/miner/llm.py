@@ -7,6 +7,7 @@ sent only in the Authorization header and never appears in logs or error message
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Protocol
 
 import httpx
@@ -77,8 +78,23 @@ class OpenAIChat:
         self._http.close()
 
 
+#: A reasoning model's thinking, closed or cut off by the token limit.
+_THINKING = re.compile(r"<think>.*?(?:</think>|\Z)\s*", flags=re.S)
+
+
+def strip_thinking(text: str) -> str:
+    """``text`` without ``<think>...</think>`` blocks (an unclosed one runs to the end and is dropped too)."""
+    return _THINKING.sub("", text).strip()
+
+
 class TransformersChat:
-    """A local chat model through transformers (loaded on first use; greedy decoding)."""
+    """A local chat model through transformers (loaded on first use; greedy decoding).
+
+    It loads as the inference server loads models (``quasar.inference.model.load_model``): on DEVICE,
+    in bfloat16 on a GPU and float32 on the CPU. Thinking is turned off in the chat template
+    (``enable_thinking=False``, which Qwen3's template reads and others ignore), and any thinking a
+    model still writes is dropped from the answer, so the token budget goes to the patch.
+    """
 
     def __init__(self, model: str, *, device: str = "auto", max_new_tokens: int = 4096) -> None:
         self.name = model
@@ -86,32 +102,44 @@ class TransformersChat:
         self.max_new_tokens = max_new_tokens
         self._model: Any = None
         self._tokenizer: Any = None
+        self.dtype: Any = None
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from quasar.inference.model import load_model
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        log.info("agent: loading %s on %s", self.name, device)
-        self._tokenizer = AutoTokenizer.from_pretrained(self.name)
-        self._model = AutoModelForCausalLM.from_pretrained(self.name).to(device).eval()
+        loaded = load_model(self.name, self.device, "auto")
+        self._model, self._tokenizer, self.dtype = loaded.model, loaded.tokenizer, loaded.dtype
+        log.info(
+            "agent: loaded %s on %s in %s", self.name, loaded.device, str(loaded.dtype).removeprefix("torch.")
+        )
 
-    def complete(self, messages: list[Message]) -> str:
+    def _ensure_loaded(self) -> None:
         if self._model is None:
             try:
                 self._load()
             except Exception as exc:
                 raise LlmError(f"cannot load the local model {self.name!r}: {exc}") from None
+
+    def prompt(self, messages: list[Message]) -> str:
+        """The text the model is given for ``messages`` (the chat template, thinking off)."""
+        self._ensure_loaded()
+        return str(
+            self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, enable_thinking=False
+            )
+        )
+
+    def complete(self, messages: list[Message]) -> str:
+        self._ensure_loaded()
         import torch
 
         inputs = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True, enable_thinking=False
         ).to(self._model.device)
         with torch.no_grad():
             out = self._model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return str(self._tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+        text = str(self._tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+        return strip_thinking(text)
 
     def close(self) -> None:
         self._model = None

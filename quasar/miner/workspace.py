@@ -1,10 +1,12 @@
 """The miner's git checkout of its kernel repository, and every git operation the miner runs on it.
 
-The workspace is cloned once (from the miner's own remote when it already holds the miner's branch,
-else from the target repository; on the embedded profile with no TARGET_REPO_URL set, a fresh
-repository from ``quasar kernel init``) and then reused across restarts. Work happens on one branch
-(MINER_BRANCH). Strategies only ever change ``fla/ops/quasar/`` — the folder validators import and
-whose git tree hash identifies a submission — so that is all this module stages, diffs or discards.
+The workspace is made once and then reused across restarts: a clone of the target repository
+(TARGET_REPO_URL) when that has ``quasar kernel init``'s layout, else (the original subnet's fork of
+flash-linear-attention, or the embedded profile with no TARGET_REPO_URL set) a fresh repository from
+``quasar kernel init``; either continues from the miner's own remote when that already holds the
+miner's branch. Work happens on one branch (MINER_BRANCH). Strategies only ever change
+``fla/ops/quasar/`` — the folder validators import and whose git tree hash identifies a submission —
+so that is all this module stages, diffs or discards.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from quasar.kernels.template import init_kernel_repo
+from quasar.kernels.template import OP_FILES, init_kernel_repo
 
 log = logging.getLogger("quasar.miner.workspace")
 
@@ -113,8 +115,9 @@ class Workspace:
     ) -> None:
         """Clone (or reuse) the checkout, point ``submit`` at ``submit_url`` and check out the branch.
 
-        ``source`` None means "make a fresh repository with quasar kernel init". When ``submit_url``
-        already has the branch (the miner's earlier work), the checkout starts from it.
+        ``source`` None means "make a fresh repository with quasar kernel init"; so does a ``source``
+        without that layout (see :func:`has_template_layout`). When ``submit_url`` already has the
+        branch (the miner's earlier work), the checkout starts from it.
         """
         if not self.exists():
             if self.path.exists() and any(self.path.iterdir()):
@@ -129,6 +132,14 @@ class Workspace:
             else:
                 log.info("workspace: cloning %s into %s", source, self.path)
                 run_git(["clone", "--quiet", "--no-tags", source, str(self.path)], timeout=3600)
+                if not has_template_layout(self.path):
+                    shutil.rmtree(self.path)
+                    init_kernel_repo(self.path)
+                    log.info(
+                        "workspace: %s has no `quasar kernel init` layout (%s/ with __init__.py, %s), so "
+                        "the workspace starts from `quasar kernel init` instead", source, KERNEL_DIR,
+                        ", ".join(OP_FILES),
+                    )  # fmt: skip
         if submit_url:
             self._set_remote(SUBMIT_REMOTE, submit_url)
         if not self._has_ref(f"refs/heads/{self.branch}"):
@@ -141,8 +152,9 @@ class Workspace:
             self.git("checkout", "--quiet", self.branch)
         if not (self.path / KERNEL_DIR / "__init__.py").is_file():
             raise GitError(
-                f"{self.path} has no {KERNEL_DIR}/__init__.py: the target repository must hold the QuasarAttention "
-                "op there (check TARGET_REPO_URL, or run `quasar kernel init` to make one)"
+                f"the workspace {self.path} has no {KERNEL_DIR}/__init__.py on branch {self.branch}; move the "
+                "workspace aside (and delete that branch from your remote if it came from there) to start again "
+                "from `quasar kernel init`"
             )
 
     def _set_remote(self, name: str, url: str) -> None:
@@ -229,12 +241,15 @@ class Workspace:
     def apply_patch(self, patch: str) -> list[str]:
         """Apply a unified diff that may touch only ``fla/ops/quasar/``; returns the paths it changes.
 
+        Model-written diffs are applied tolerantly, in this order until one applies: ``git apply
+        --recount`` (hunk line counts recomputed from the hunks), ``--recount --3way`` (a three-way
+        merge when the diff names blobs this repository has), ``--recount --ignore-whitespace``.
         Raises ValueError (nothing applied) when the patch reaches outside the kernel folder, makes
-        symlinks or binaries, or does not apply.
+        symlinks or binaries, or no way applies it; the message says what each way rejected and why.
         """
         if not patch.endswith("\n"):
             patch += "\n"
-        numstat = self.git("apply", "--numstat", "-z", "-", input_text=patch, check=False)
+        numstat = self.git("apply", "--numstat", "--recount", "-z", "-", input_text=patch, check=False)
         if numstat.returncode != 0:
             raise ValueError(f"the patch is not a valid unified diff: {numstat.stderr.strip()[:500]}")
         # -z: "added TAB deleted TAB path NUL", or for a rename "added TAB deleted TAB NUL old NUL new NUL".
@@ -249,11 +264,41 @@ class Workspace:
                 )
         if re.search(r"^(new|old) mode 120000|^new file mode 120000|^GIT binary patch", patch, flags=re.M):
             raise ValueError("the patch makes a symlink or a binary file; only text files may change")
-        check = self.git("apply", "--check", "--whitespace=nowarn", "-", input_text=patch, check=False)
-        if check.returncode != 0:
-            raise ValueError(f"the patch does not apply: {check.stderr.strip()[:500]}")
-        self.git("apply", "--whitespace=nowarn", "-", input_text=patch)
-        return paths
+        if self.kernel_dirty():
+            raise ValueError(f"{KERNEL_DIR}/ has uncommitted changes; a patch applies only to a clean kernel")
+        rejected: list[str] = []
+        for flags in _APPLY_WAYS:
+            way = "git apply " + " ".join(flags)
+            check = self.git(
+                "apply", "--check", *flags, "--whitespace=nowarn", "-", input_text=patch, check=False
+            )
+            if check.returncode == 0:
+                done = self.git("apply", *flags, "--whitespace=nowarn", "-", input_text=patch, check=False)
+                if done.returncode == 0:
+                    if rejected:
+                        log.info("workspace: the patch applied with `%s` after: %s", way, "; ".join(rejected))
+                    return paths
+                check = done  # a three-way merge with conflicts: put the kernel back, try the next way
+                self.discard_kernel_changes()
+            rejected.append(f"`{way}`: {_git_apply_error(check.stderr)}")
+        raise ValueError("the patch does not apply: " + "; ".join(rejected))
+
+
+#: How :meth:`Workspace.apply_patch` tries a patch, in order.
+_APPLY_WAYS = (("--recount",), ("--recount", "--3way"), ("--recount", "--ignore-whitespace"))
+
+
+def _git_apply_error(stderr: str) -> str:
+    """What ``git apply`` said, without its progress chatter, in at most 300 characters."""
+    lines = []
+    for line in stderr.splitlines():
+        if line.startswith("U "):  # a path the three-way merge left unmerged
+            lines.append(f"the three-way merge conflicts in {line[2:].strip()}")
+        elif line.strip() and not line.startswith(
+            ("Checking patch", "Falling back", "Applied patch", "Applying patch")
+        ):
+            lines.append(line.strip())
+    return (" / ".join(lines) or "rejected without a message")[:300]
 
 
 def default_source(target_repo_url: str, *, explicit: bool, embedded: bool) -> str | None:
@@ -263,12 +308,19 @@ def default_source(target_repo_url: str, *, explicit: bool, embedded: bool) -> s
     return target_repo_url
 
 
+def has_template_layout(path: Path) -> bool:
+    """Whether the checkout's kernel has ``quasar kernel init``'s files (what ``tune`` works on)."""
+    kernel = Path(path) / KERNEL_DIR
+    return all((kernel / name).is_file() for name in ("__init__.py", *OP_FILES))
+
+
 __all__ = [
     "KERNEL_DIR",
     "SUBMIT_REMOTE",
     "GitError",
     "Workspace",
     "default_source",
+    "has_template_layout",
     "git_env",
     "run_git",
 ]

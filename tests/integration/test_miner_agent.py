@@ -3,12 +3,15 @@
 The server (a small FastAPI app in uvicorn) answers chat completions from a script: a patch that is
 correct and faster (kept, committed), a patch that breaks the results (benched, discarded, reason
 logged) and a patch reaching outside fla/ops/quasar (refused before it touches the disk). Patches are
-made with real git from the repository's own files; every candidate goes through the real bench.
+made with real git from the repository's own files, the kept one with the wrong hunk line counts
+models often write (applied only because the workspace recounts them), and one that applies no way
+(refused, each way's reason logged); every candidate goes through the real bench.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -87,10 +90,18 @@ def test_agent_keeps_the_faster_patch_and_discards_broken_ones(
     halved = CALL.replace("return", "o, s =", 1) + "    return o * 0.5, s\n"
     broken = make_patch(template, init, CALL, halved)
     outside = make_patch(workspace.path, "README.md", "# QuasarAttention", "# Quasar")
+    miscounted = re.sub(r"^@@ -(\d+),\d+ \+(\d+),\d+ @@", r"@@ -\1,40 +\2,2 @@", faster, flags=re.M)
+    assert miscounted != faster
+    # Made against a kernel this repository never had (the model misremembered a line).
+    stale = make_patch(workspace.path, init, SLEEP, SLEEP.replace("0.4", "0.5")).replace(
+        "-    time.sleep(0.4)", "-    time.sleep(9.9)"
+    )
+    assert "-    time.sleep(9.9)" in stale
     answers = [
-        f"Remove the sleep from chunk_quasar.\n```diff\n{faster}```",
+        f"Remove the sleep from chunk_quasar.\n```diff\n{miscounted}```",
         f"Halve the output to save time.\n```diff\n{broken}```",
         f"Shorten the README title.\n```diff\n{outside}```",
+        f"Sleep a little longer.\n```diff\n{stale}```",
     ]
     app, seen = scripted_llm(answers)
     port = free_port()
@@ -108,14 +119,14 @@ def test_agent_keeps_the_faster_patch_and_discards_broken_ones(
         model = OpenAIChat(f"http://127.0.0.1:{port}/v1", "scripted-model", API_KEY, timeout=30)
         start = workspace.head()
         with caplog.at_level(logging.INFO):
-            outcomes = AgentStrategy(model, iterations=3).improve(ctx)
+            outcomes = AgentStrategy(model, iterations=4).improve(ctx)
         model.close()
     finally:
         server.should_exit = True
         thread.join(timeout=15)
 
-    assert len(outcomes) == 3 and len(seen) == 3
-    kept, bad, refused = outcomes
+    assert len(outcomes) == 4 and len(seen) == 4
+    kept, bad, refused, stale_outcome = outcomes
     # 1. correct and faster: committed on the branch.
     assert kept.kept and kept.commit == workspace.head() != start
     assert "time.sleep" not in (workspace.path / init).read_text()
@@ -127,6 +138,12 @@ def test_agent_keeps_the_faster_patch_and_discards_broken_ones(
     assert any("discarded" in r.getMessage() and bad.result.reason in r.getMessage() for r in caplog.records)
     # 3. outside the kernel folder: refused before anything was written.
     assert not refused.kept and "outside fla/ops/quasar" in refused.reason and refused.result is None
+    # 4. made against a kernel that never was: no way applies it; the log says what each way said.
+    assert not stale_outcome.kept and stale_outcome.result is None
+    assert stale_outcome.reason.startswith("patch refused: the patch does not apply: `git apply --recount`: ")
+    assert "`git apply --recount --3way`: " in stale_outcome.reason
+    discarded = [r.getMessage() for r in caplog.records if "iteration 4 discarded" in r.getMessage()]
+    assert len(discarded) == 1 and "`git apply --recount --ignore-whitespace`: " in discarded[0], discarded
     # Only the good patch remains; the workspace is clean.
     assert workspace.head() == kept.commit and not workspace.kernel_dirty()
     assert git("status", "--porcelain", cwd=workspace.path) == ""
