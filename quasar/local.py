@@ -459,15 +459,20 @@ def run_round(demo: Demo, *, timeout: float) -> int:
         if weights.round_id != done.id:
             raise DemoError(f"the API's weights are of round {weights.round_id}, not of round {done.id}")
 
+        api_total = sum(weights.weights) or 1.0
+        wanted = {u: w / api_total for u, w in zip(weights.uids, weights.weights, strict=True) if w > 0}
+
         def weights_on_chain() -> Any:
             records = chain.weights(validator_hotkey)
             last = records[-1] if records else None
-            if (
-                last
-                and last.uids == weights.uids
-                and last.weights == weights.weights
-                and last.block >= (done.finalized_block or 0)
-            ):
+            if last is None or last.block < (done.finalized_block or 0):
+                return None
+            # The validator normalises and orders the vector itself (quasar/validator/weights.py).
+            total = sum(last.weights) or 1.0
+            have = {
+                uid: share / total for uid, share in zip(last.uids, last.weights, strict=True) if share > 0
+            }
+            if have.keys() == wanted.keys() and all(abs(have[u] - wanted[u]) < 1e-6 for u in wanted):
                 return last
             return None
 

@@ -89,7 +89,11 @@ async def page(
     ctx: Context,
     session: SessionDep,
     # A string, parsed here: a bad value gets the dashboard's own 400 page, not a JSON 422.
-    round_id: str | None = Query(None, description="Show this round instead of the current one"),
+    # The pattern is documented, not enforced by FastAPI, so the page can answer a bad value itself.
+    round_id: str | None = Query(
+        None, description="Show this round instead of the current one",
+        json_schema_extra={"pattern": "^([1-9][0-9]*)?$"},
+    ),  # fmt: skip
 ) -> HTMLResponse:
     picked: int | None = None
     if round_id is not None and round_id.strip() != "":
