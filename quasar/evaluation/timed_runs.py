@@ -112,8 +112,6 @@ class Comparison:
     #: Per-call times of the submission's measured batches (ms).
     submission_ms: list[float]
     baseline_ms: list[float]
-    #: ``{run: seed}`` of the submission calls whose outputs were kept to be judged.
-    samples: dict[int, int] = field(default_factory=dict)
     #: What a batch of no calls cost on the baseline's worker (copies, thaw, round trip, freeze,
     #: snapshot), in ms; taken off every batch of both sides.
     empty_batch_ms: float = 0.0
@@ -296,7 +294,6 @@ class TimedComparison:
         if not self.empty_batch_ms:
             self.calibrate(baseline)
         pairs: list[tuple[float, float]] = []
-        samples: dict[int, int] = {}
         inside: dict[str, list[float]] = {side: [] for side in SIDES}
         peak: float | None = None
         run = 0
@@ -316,8 +313,7 @@ class TimedComparison:
             measured = number >= plan.warmup_pairs
             self._screen(run if measured else None)
             if measured:
-                for slot in self._slots_to_check(len(pairs), len(samples)):
-                    samples[run + slot] = seeds[slot]
+                for slot in self._slots_to_check(len(pairs), len(self._kept)):
                     # The next pair overwrites the snapshot: keep a copy (on the device it is on).
                     self._kept[run + slot] = (seeds[slot], self.snapshots["entry"][slot].clone())
                 run += plan.slots
@@ -332,7 +328,7 @@ class TimedComparison:
                     break
         return Comparison(
             estimate=est, inconclusive=not est.decided(self.threshold),
-            submission_ms=[s for _, s in pairs], baseline_ms=[b for b, _ in pairs], samples=samples,
+            submission_ms=[s for _, s in pairs], baseline_ms=[b for b, _ in pairs],
             empty_batch_ms=self.empty_batch_ms, output_copy_ms=self.output_copy_ms, solo_ms=self.solo_ms, inside_ms=inside, peak_mem_mb=peak,
         )  # fmt: skip
 

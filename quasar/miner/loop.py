@@ -150,7 +150,7 @@ class Miner:
             phase="prepared",
             salt_hex=salt.hex(),
             payload=payload,
-            commitment_hash=commitment.commitment_hash(salt, payload.wire()),
+            commitment_hash=payload.commitment(salt),
             tree_hash=head.tree_hash,
             speedup=head.speedup,
         )

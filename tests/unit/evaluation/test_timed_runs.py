@@ -115,7 +115,7 @@ def test_an_exported_kernel_cache_is_merged_entry_by_entry(tmp_path: Path) -> No
     assert sorted(p.name for p in cache.iterdir()) == ["aaa", "bbb"]
 
 
-def _comparison(tmp_path: Path, plan: object | None = None):  # noqa: ANN202 - the class under test
+def _comparison(plan: object | None = None):  # noqa: ANN202 - the class under test
     from quasar.evaluation.timed_runs import ComparisonPlan, TimedComparison
 
     def no_worker(*_args: object, **_kwargs: object) -> dict[str, object]:
@@ -124,10 +124,10 @@ def _comparison(tmp_path: Path, plan: object | None = None):  # noqa: ANN202 - t
     return TimedComparison(SPEC, plan or ComparisonPlan(), 1.01, no_worker)
 
 
-def test_every_call_is_screened_against_the_baselines_output(tmp_path: Path) -> None:
+def test_every_call_is_screened_against_the_baselines_output() -> None:
     from quasar.evaluation.channel import Stop
 
-    comparison = _comparison(tmp_path)
+    comparison = _comparison()
     try:
         gen = torch.Generator().manual_seed(0)
         for slot in range(comparison.plan.slots):
@@ -145,10 +145,10 @@ def test_every_call_is_screened_against_the_baselines_output(tmp_path: Path) -> 
         comparison.close()
 
 
-def test_kept_calls_are_judged_against_the_fp32_reference(tmp_path: Path) -> None:
+def test_kept_calls_are_judged_against_the_fp32_reference() -> None:
     from quasar.bench.cases import make_inputs, reference_outputs
 
-    comparison = _comparison(tmp_path)
+    comparison = _comparison()
     try:
         honest, _ = reference_outputs(SPEC, make_inputs(SPEC, 11, "cpu"))
         comparison._kept[9] = (12, honest.to(SPEC.dtype))  # right values, for other inputs
@@ -162,11 +162,11 @@ def test_kept_calls_are_judged_against_the_fp32_reference(tmp_path: Path) -> Non
         comparison.close()
 
 
-def test_checked_calls_reach_the_minimum_even_at_probability_zero(tmp_path: Path) -> None:
+def test_checked_calls_reach_the_minimum_even_at_probability_zero() -> None:
     from quasar.evaluation.timed_runs import ComparisonPlan
 
     plan = ComparisonPlan(min_pairs=8, check_probability=0.0, extra_check_probability=0.0, min_samples=2)
-    comparison = _comparison(tmp_path, plan)
+    comparison = _comparison(plan)
     try:
         chosen = [comparison._slots_to_check(pair, 0) for pair in range(8)]
         # The last pairs before min_pairs are checked when nothing was: one random call each.
@@ -175,7 +175,7 @@ def test_checked_calls_reach_the_minimum_even_at_probability_zero(tmp_path: Path
     finally:
         comparison.close()
     # At probability 1, every pair has exactly one call checked.
-    always = _comparison(tmp_path, ComparisonPlan(check_probability=1.0, extra_check_probability=0.0))
+    always = _comparison(ComparisonPlan(check_probability=1.0, extra_check_probability=0.0))
     try:
         assert all(len(always._slots_to_check(p, 5)) == 1 for p in range(20))
     finally:
