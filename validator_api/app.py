@@ -20,13 +20,14 @@ from starlette.concurrency import run_in_threadpool
 
 import quasar
 from quasar.config import InvalidSettings, Settings, get_settings
+from quasar.limits import FixedWindowLimiter
 from quasar.logging_setup import configure_logging
 from validator_api.context import ApiContext
 from validator_api.errors import install_error_handlers
 from validator_api.metrics import Metrics
 from validator_api.middleware import RequestContextMiddleware
 from validator_api.migrate import DatabaseNotMigrated
-from validator_api.ratelimit import FixedWindowLimiter, IpRateLimitMiddleware
+from validator_api.ratelimit import IpRateLimitMiddleware
 from validator_api.readcache import PublicReadCache
 from validator_api.routes import ROUTERS
 from validator_api.services.maintenance import tick
@@ -122,7 +123,6 @@ def create_app(settings: Settings | None = None, *, upkeep: bool = True) -> Fast
     # Both are added before the request-context layer, so they run inside it: a 429 or a cached
     # answer still gets its request id and access-log line.
     app.add_middleware(IpRateLimitMiddleware, limiter=FixedWindowLimiter(static.rate_limit_per_ip_per_minute))
-    app.state.hotkey_limiter = FixedWindowLimiter(static.rate_limit_per_hotkey_per_minute)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body, metrics=metrics)
     install_error_handlers(app)
     for router in ROUTERS:

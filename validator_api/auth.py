@@ -1,9 +1,9 @@
-"""Who is calling: btauth/1 signatures (via `quasar.signing`), a database nonce store, and roles.
+"""The API's side of the signed-request gate (`quasar.gate`): its database nonce store, its refusals as
+`ApiError`s, and which miners a validator may not judge.
 
-`authenticate` verifies a request's signature and records its nonce; the roles come from the
-chain's metagraph (cached by `CachedChain`): a miner is any hotkey registered on the subnet, a
-validator is what `quasar.chain.roles.is_validator` says (the rule the inference gate and the
-validator's start-up use too), the owner is OWNER_HOTKEY or the subnet owner the metagraph names.
+The gate verifies a request's signature, counts it against the hotkey's budget and checks its role
+by `quasar.chain.roles` on the metagraph (cached by `CachedChain`); `api_error` turns its refusals
+into the API's JSON errors, adding to a 401 how to sign for this API.
 
 A nonce is written in the transaction of the request it belongs to (`DatabaseNonceStore.on`): a
 refused request rolls its work back but still commits the nonce (`validator_api.signed`), because
@@ -14,21 +14,15 @@ It is the only thing a refused request ever writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
 
 from sqlalchemy import Connection, Engine, delete
 
 from quasar.chain import Metagraph
-from quasar.chain.roles import is_validator
-from quasar.config import Settings
-from quasar.signing import AuthError, NonceStore, auth_error_code, verify_request
+from quasar.gate import Refusal
+from quasar.limits import retry_after_header
 from validator_api.db import insert_unless_exists
 from validator_api.errors import ApiError
 from validator_api.models import AuthNonce
-
-Role = Literal["miner", "validator", "owner"]
 
 # Nonces are kept a little past the freshness window so clock jitter between replicas cannot
 # open a gap in which a replay would be accepted.
@@ -83,83 +77,13 @@ _AUTH_HINTS = {
 }
 
 
-def authenticate(
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    method: str,
-    target: str,
-    api_hotkey: str,
-    nonce_store: NonceStore,
-    settings: Settings,
-) -> str:
-    """The verified sender hotkey, or ApiError 401 with the stable code of the failure."""
-    try:
-        caller = verify_request(
-            headers,
-            body,
-            method=method,
-            path=target,
-            self_hotkey=api_hotkey,
-            nonce_store=nonce_store,
-            max_age=settings.auth_max_age_seconds,
-            allowed_skew=settings.auth_allowed_skew_seconds,
-        )
-    except AuthError as exc:
-        code = auth_error_code(exc)
-        raise ApiError(401, code, f"{exc}{_AUTH_HINTS.get(code, '')}") from None
-    return caller.hotkey_ss58
-
-
-@dataclass(frozen=True)
-class Roles:
-    """What a hotkey may do, from one metagraph snapshot."""
-
-    hotkey: str
-    registered: bool
-    validator: bool
-    owner: bool
-    uid: int | None
-
-    @classmethod
-    def of(cls, hotkey: str, metagraph: Metagraph, settings: Settings) -> Roles:
-        neuron = metagraph.get(hotkey)
-        owner_hotkey = settings.owner_hotkey or metagraph.owner_hotkey
-        return cls(
-            hotkey=hotkey,
-            registered=neuron is not None,
-            validator=is_validator(neuron, settings.min_validator_stake),
-            owner=owner_hotkey is not None and hotkey == owner_hotkey,
-            uid=None if neuron is None else neuron.uid,
-        )
-
-    def require(self, role: Role, settings: Settings) -> None:
-        """ApiError 403 unless this hotkey has `role`."""
-        if role == "owner":
-            if not self.owner:
-                raise ApiError(
-                    403, "not_owner", f"{self.hotkey} is not the subnet owner's hotkey (OWNER_HOTKEY)"
-                )
-            return
-        if not self.registered:
-            raise ApiError(
-                403,
-                "not_registered",
-                f"hotkey {self.hotkey} is not registered on subnet {settings.netuid}; register it first "
-                "(btcli subnet register, or `quasar chain register` on the local dev chain)",
-            )
-        if role == "validator" and not self.validator:
-            raise ApiError(
-                403,
-                "not_validator",
-                f"hotkey {self.hotkey} has no validator permit"
-                + (
-                    f" and less than MIN_VALIDATOR_STAKE={settings.min_validator_stake:g} stake"
-                    if (settings.min_validator_stake or 0) > 0
-                    else ""
-                )
-                + "; only validators may call this endpoint",
-            )
+def api_error(refusal: Refusal) -> ApiError:
+    """The gate's refusal as the API's error: same status and code; a 401 says how to sign for this API."""
+    detail = refusal.detail + (_AUTH_HINTS.get(refusal.code, "") if refusal.status == 401 else "")
+    error = ApiError(refusal.status, refusal.code, detail)
+    if refusal.retry_after is not None:
+        error.headers = {"Retry-After": retry_after_header(refusal.retry_after)}
+    return error
 
 
 def conflicted_hotkeys(validator: str, metagraph: Metagraph) -> frozenset[str]:

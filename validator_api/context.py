@@ -1,4 +1,4 @@
-"""The API's long-lived parts, built once at start-up: engine, sessions, chain, identity, nonce store.
+"""The API's long-lived parts, built once at start-up: engine, sessions, chain, identity, nonce store, gate.
 
 `ApiContext.start()` runs in the app's lifespan (never at import): it loads or makes the API's
 hotkey, opens the database and refuses a database whose schema is not current. A database that
@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from quasar.chain import get_chain
 from quasar.chain.resilient import CachedChain
 from quasar.config import Settings
+from quasar.gate import SignedRequestGate
+from quasar.limits import FixedWindowLimiter
 from quasar.wallets import WalletNotFound, load_or_create_dev_wallet, load_wallet
 from validator_api.auth import DatabaseNonceStore
 from validator_api.db import make_engine, make_session_factory
@@ -59,6 +61,7 @@ class ApiContext:
     nonce_store: DatabaseNonceStore
     metrics: Metrics
     api_hotkey: str = ""
+    _gate: SignedRequestGate | None = None
     _schema_ok: bool = False
     _schema_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -81,6 +84,13 @@ class ApiContext:
     def start(self) -> None:
         """Load the identity and check the schema; raises on an unmigrated database."""
         self.api_hotkey = load_api_hotkey(self.settings)
+        self._gate = SignedRequestGate.from_settings(
+            self.settings,
+            receiver=self.api_hotkey,
+            chain=self.chain,
+            limiter=FixedWindowLimiter(self.settings.rate_limit_per_hotkey_per_minute),
+            limit_setting="RATE_LIMIT_PER_HOTKEY_PER_MINUTE",
+        )
         log.info(
             "Validator API hotkey %s (netuid %s, %s)",
             self.api_hotkey,
@@ -94,6 +104,12 @@ class ApiContext:
                 "database unreachable at start-up (%s); serving with /ready = 503 until it answers",
                 type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
             )
+
+    @property
+    def gate(self) -> SignedRequestGate:
+        """The signed-request gate, addressed to the API's hotkey (there from `start()` on)."""
+        assert self._gate is not None, "ApiContext.start() builds the gate"
+        return self._gate
 
     def ensure_schema(self) -> None:
         """Check once per process that the schema is current (DatabaseNotMigrated if not)."""

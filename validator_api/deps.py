@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
+from quasar.chain.roles import Role, Roles
 from quasar.config import Settings
-from validator_api.auth import Role, Roles
 from validator_api.context import ApiContext
 from validator_api.errors import ApiError
 from validator_api.signed import verify_signed

@@ -8,79 +8,21 @@ N times the configured figure, so set the limits per process (budget / N), or en
 at the proxy as well. The per-IP limit sees the address uvicorn reports; behind a reverse proxy run
 uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` so that is the client, not the proxy.
 
-The per-hotkey limit is counted only after the signature verifies, so a forger naming someone
-else's hotkey cannot use up that hotkey's budget. Liveness, readiness and metrics are never
-limited, so monitoring from one address keeps working while a client is being refused.
+Both use `quasar.limits.FixedWindowLimiter`. This module holds the per-IP middleware; the per-hotkey
+limit is counted by the signed-request gate (`quasar.gate`) only after the signature verifies, so a
+forger naming someone else's hotkey cannot use up that hotkey's budget. Liveness, readiness and
+metrics are never limited, so monitoring from one address keeps working while a client is refused.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import threading
-import time
-from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from validator_api.errors import ApiError
+from quasar.limits import FixedWindowLimiter, rate_limit_detail, retry_after_header
 
-WINDOW_SECONDS = 60.0
 EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics"})
-
-
-class FixedWindowLimiter:
-    """At most `limit` hits per key in each aligned `window`-second window (0: unlimited).
-
-    Memory holds only the keys seen in the current window: the table is dropped when the window
-    turns, so a flood of distinct keys costs at most one window's worth of entries.
-    """
-
-    def __init__(
-        self, limit: int, *, window: float = WINDOW_SECONDS, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._window_index = -1
-        self._counts: dict[str, int] = {}
-
-    @property
-    def enabled(self) -> bool:
-        return self.limit > 0
-
-    def hit(self, key: str) -> float | None:
-        """Count one request of `key`; None if allowed, else the seconds until the window turns."""
-        if self.limit <= 0:
-            return None
-        now = self._clock()
-        index = int(now // self.window)
-        with self._lock:
-            if index != self._window_index:
-                self._window_index = index
-                self._counts = {}
-            count = self._counts.get(key, 0) + 1
-            self._counts[key] = count
-        if count <= self.limit:
-            return None
-        return (index + 1) * self.window - now
-
-
-def retry_after_header(seconds: float) -> str:
-    return str(max(1, math.ceil(seconds)))
-
-
-def rate_limited(seconds: float, what: str, setting: str, limit: int) -> ApiError:
-    """The 429 for an exhausted budget, carrying its Retry-After header."""
-    error = ApiError(
-        429,
-        "rate_limited",
-        f"too many requests from this {what} (more than {limit} a minute, {setting}); "
-        f"retry after {retry_after_header(seconds)} s",
-    )
-    error.headers = {"Retry-After": retry_after_header(seconds)}
-    return error
 
 
 class IpRateLimitMiddleware:
@@ -105,7 +47,7 @@ class IpRateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = (scope.get("state") or {}).get("request_id")
-        detail = str(rate_limited(wait, "address", "RATE_LIMIT_PER_IP_PER_MINUTE", self.limiter.limit).detail)
+        detail = rate_limit_detail(wait, "address", "RATE_LIMIT_PER_IP_PER_MINUTE", self.limiter.limit)
         payload = json.dumps({"code": "rate_limited", "detail": detail, "request_id": request_id}).encode()
         await send(
             {

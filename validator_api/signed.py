@@ -5,7 +5,8 @@ a session of its own (steps 1 and 2 only). Either makes one hop into the thread 
 database transaction, in this order:
 
 1. verify the btauth/1 signature and insert its nonce (a replay conflicts with the stored nonce);
-2. count the request against the per-hotkey limit, then check the caller's role on the metagraph;
+2. count the request against the per-hotkey limit, then check the caller's role on the metagraph
+   (steps 1 and 2 are the signed-request gate, `quasar.gate`, its refusals mapped by `api_error`);
 3. read the chain's block, for routes that need it;
 4. run the route's work under a SAVEPOINT;
 5. commit.
@@ -28,11 +29,12 @@ from fastapi import Request
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from quasar.chain.roles import Role, Roles
+from quasar.gate import Refusal
 from quasar.signing import asgi_request_target
-from validator_api.auth import Role, Roles, authenticate
+from validator_api.auth import api_error
 from validator_api.context import ApiContext
 from validator_api.errors import ApiError
-from validator_api.ratelimit import FixedWindowLimiter, rate_limited
 
 T = TypeVar("T")
 
@@ -76,33 +78,32 @@ async def _signed(
     request: Request, ctx: ApiContext, role: Role, work: Callable[[SignedCall], T] | None, *, with_block: bool
 ) -> Any:
     body = await request.body()
-    limiter: FixedWindowLimiter | None = getattr(request.app.state, "hotkey_limiter", None)
-    settings = ctx.settings
+    gate = ctx.gate
 
     def in_thread() -> Any:
         ctx.require_schema()
         refusal: ApiError | None = None
         with ctx.engine.connect() as connection, connection.begin():
-            hotkey = authenticate(
-                request.headers,
-                body,
-                method=request.method,
-                target=asgi_request_target(request.scope),
-                api_hotkey=ctx.api_hotkey,
-                nonce_store=ctx.nonce_store.on(connection),
-                settings=settings,
-            )
             try:
-                # Counted after the signature verifies, so nobody can spend another hotkey's budget.
-                if limiter is not None and (wait := limiter.hit(hotkey)) is not None:
-                    raise rate_limited(wait, "hotkey", "RATE_LIMIT_PER_HOTKEY_PER_MINUTE", limiter.limit)
-                roles = _roles(ctx, hotkey, role)
+                hotkey = gate.authenticate(
+                    request.headers,
+                    body,
+                    method=request.method,
+                    target=asgi_request_target(request.scope),
+                    nonce_store=ctx.nonce_store.on(connection),
+                )
+            except Refusal as exc:
+                raise api_error(exc) from None  # nothing to keep: the transaction rolls back
+            try:
+                roles = gate.check(hotkey, role)
                 if work is None:
                     return roles  # nothing written but the nonce, so no savepoint is needed
                 # Read for a verified caller only, so a stranger's request never reaches the chain.
                 block = ctx.chain.current_block() if with_block else None
                 with connection.begin_nested():
                     result = work(SignedCall(roles, connection, block))
+            except Refusal as exc:  # the gate's: limit or role
+                refusal = api_error(exc)  # the nonce commits below
             except ApiError as exc:
                 refusal = exc  # the savepoint is rolled back; the nonce commits below
         if refusal is not None:
@@ -111,12 +112,3 @@ async def _signed(
 
     return await run_in_threadpool(in_thread)
 
-
-def _roles(ctx: ApiContext, hotkey: str, role: Role) -> Roles:
-    settings = ctx.settings
-    if role == "owner" and settings.owner_hotkey and hotkey == settings.owner_hotkey:
-        # The configured owner needs no chain lookup (owner actions work while the chain is down).
-        return Roles(hotkey=hotkey, registered=True, validator=False, owner=True, uid=None)
-    roles = Roles.of(hotkey, ctx.chain.metagraph(), settings)
-    roles.require(role, settings)
-    return roles

@@ -1,14 +1,20 @@
-"""The one rule for "is a validator", shared by the API, the miner's inference gate and the validator's
-start-up (so the three can never disagree about a hotkey).
+"""The role rules, shared by the API, the miner's inference gate (both through `quasar.gate`) and the
+validator's start-up, so the three can never disagree about a hotkey.
 
-A validator is a hotkey registered on the subnet that holds a validator permit, or at least
-MIN_VALIDATOR_STAKE stake when that minimum is above zero. A minimum of zero (the embedded profile's)
-means "permit only", never "every registered hotkey".
+A miner is any hotkey registered on the subnet. A validator is a registered hotkey that holds a
+validator permit, or at least MIN_VALIDATOR_STAKE stake when that minimum is above zero; a minimum of
+zero (the embedded profile's) means "permit only", never "every registered hotkey". The owner is
+OWNER_HOTKEY, or else the subnet owner the metagraph names.
 """
 
 from __future__ import annotations
 
-from quasar.chain.base import Neuron
+from dataclasses import dataclass
+from typing import Literal
+
+from quasar.chain.base import Metagraph, Neuron
+
+Role = Literal["miner", "validator", "owner"]
 
 
 def is_validator(neuron: Neuron | None, min_stake: float | None) -> bool:
@@ -32,3 +38,27 @@ def not_validator_reason(hotkey: str, neuron: Neuron | None, min_stake: float | 
         else " (MIN_VALIDATOR_STAKE is 0, so only a permit counts)"
     )
     return f"hotkey {hotkey} (uid {neuron.uid}) has no validator permit on subnet {netuid}{stake}"
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What a hotkey may do, from one metagraph snapshot."""
+
+    hotkey: str
+    registered: bool
+    validator: bool
+    owner: bool
+    uid: int | None
+
+    @classmethod
+    def of(cls, hotkey: str, metagraph: Metagraph, *, owner_hotkey: str | None, min_stake: float | None) -> Roles:
+        """``owner_hotkey`` is OWNER_HOTKEY (None: the owner the metagraph names)."""
+        neuron = metagraph.get(hotkey)
+        owner = owner_hotkey or metagraph.owner_hotkey
+        return cls(
+            hotkey=hotkey,
+            registered=neuron is not None,
+            validator=is_validator(neuron, min_stake),
+            owner=owner is not None and hotkey == owner,
+            uid=None if neuron is None else neuron.uid,
+        )

@@ -1,128 +1,78 @@
-"""Who may call the miner's inference server on a real chain: validators, signed, rate-limited.
+"""Who may call the miner's inference server on a real chain: validators, signed, rate-limited; and how
+the server's refusals look on the wire.
 
-On a real chain (SUBTENSOR_NETWORK is not `embedded`) every `POST /inference` must be a btauth/1
-request (`quasar.signing`) addressed to this miner's hotkey, from a validator of the subnet's
-metagraph (`quasar.chain.roles.is_validator`: the API's rule too). The metagraph is cached for
-METAGRAPH_TTL_SECONDS; when the chain cannot be reached a stale copy keeps serving. Each caller gets
-INFERENCE_RATE_LIMIT_PER_MINUTE requests per minute (a token bucket), so one validator — or
-someone replaying nothing but valid signatures — cannot monopolise the GPU.
+On a real chain (SUBTENSOR_NETWORK is not `embedded`) every `POST /inference` passes the signed-request
+gate (`quasar.gate`, the API's gate too): a btauth/1 request addressed to this miner's hotkey, within
+its caller's INFERENCE_RATE_LIMIT_PER_MINUTE (a token bucket, so one validator — or someone replaying
+nothing but valid signatures — cannot monopolise the GPU), from a validator of the subnet's metagraph
+(`quasar.chain.roles.is_validator`). The metagraph is cached for METAGRAPH_TTL_SECONDS by
+`CachedChain`; when the chain cannot be reached a stale copy keeps serving. Nonces live in this
+process's memory: one server, one store.
+
+Every refusal of the server is a `quasar.gate.Refusal`, answered by `error_response` as
+``{"code", "detail"}``. The server's contract predates the API's role codes: a caller that is not a
+validator, registered or not, is refused as ``not_a_validator`` here.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-from quasar.chain import Chain, ChainUnavailable, Metagraph
-from quasar.chain.roles import is_validator
+from bittensor.http_auth import InMemoryNonceStore
+from fastapi.responses import JSONResponse
 
+from quasar.chain import Chain, ChainUnavailable
+from quasar.chain.resilient import CachedChain
+from quasar.config import Settings
+from quasar.gate import Refusal, SignedRequestGate
+from quasar.limits import TokenBucketLimiter, retry_after_header
 
-class AccessDenied(Exception):
-    """Refused; ``status`` and ``code`` go into the JSON error body."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
+# The gate's role codes, as this server's contract names them.
+_CODES = {"not_registered": "not_a_validator", "not_validator": "not_a_validator"}
 
 
-class MetagraphCache:
-    """The chain's metagraph, refreshed at most every ``ttl`` seconds; stale copies beat none."""
+class InferenceGate:
+    """The signed-request gate as the inference server runs it: validators only, nonces in memory."""
 
-    def __init__(self, chain: Chain, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._chain = chain
-        self._ttl = ttl
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._value: Metagraph | None = None
-        self._fetched = 0.0
-
-    def get(self) -> Metagraph:
-        with self._lock:
-            now = self._clock()
-            if self._value is None or now - self._fetched >= self._ttl:
-                try:
-                    self._value = self._chain.metagraph()
-                    self._fetched = now
-                except ChainUnavailable:
-                    if self._value is None:
-                        raise
-            return self._value
-
-
-class RateLimiter:
-    """Token bucket per caller: ``per_minute`` requests a minute, bursts up to the same number."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = per_minute / 60.0
-        self._capacity = float(max(1, per_minute))
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, caller: str) -> float:
-        """0 when the request may go ahead, else seconds until it may."""
-        with self._lock:
-            now = self._clock()
-            tokens, stamp = self._buckets.get(caller, (self._capacity, now))
-            tokens = min(self._capacity, tokens + (now - stamp) * self._rate)
-            if tokens >= 1.0:
-                self._buckets[caller] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[caller] = (tokens, now)
-            return (1.0 - tokens) / self._rate if self._rate > 0 else 60.0
-
-
-@dataclass
-class ValidatorGate:
-    """Authenticates a request and checks the caller is a validator; returns the caller's hotkey."""
-
-    self_hotkey: str
-    metagraph: MetagraphCache
-    min_stake: float
-    rate_limiter: RateLimiter
-    max_age: float
-    allowed_skew: float
-
-    def __post_init__(self) -> None:
-        from bittensor.http_auth import InMemoryNonceStore
-
-        # One server process: an in-memory store shared by all its requests is enough.
+    def __init__(self, gate: SignedRequestGate) -> None:
+        self.gate = gate
         self._nonces = InMemoryNonceStore()
 
-    def admit(self, headers: Mapping[str, str], body: bytes, *, method: str, target: str) -> str:
-        from quasar.signing import AuthError, auth_error_code, verify_request
-
-        try:
-            caller = verify_request(
-                headers,
-                body,
-                method=method,
-                path=target,
-                self_hotkey=self.self_hotkey,
-                nonce_store=self._nonces,
-                max_age=self.max_age,
-                allowed_skew=self.allowed_skew,
+    @classmethod
+    def from_settings(cls, settings: Settings, *, chain: Chain, hotkey: str) -> InferenceGate:
+        """The gate of the miner whose hotkey is ``hotkey``, reading roles from ``chain``."""
+        cached = CachedChain(
+            chain,
+            metagraph_ttl_seconds=settings.metagraph_ttl_seconds,
+            retry_seconds=settings.chain_retry_seconds,
+        )
+        limiter = TokenBucketLimiter(settings.inference_rate_limit_per_minute)
+        return cls(
+            SignedRequestGate.from_settings(
+                settings,
+                receiver=hotkey,
+                chain=cached,
+                limiter=limiter,
+                limit_setting="INFERENCE_RATE_LIMIT_PER_MINUTE",
             )
-        except AuthError as exc:
-            raise AccessDenied(401, auth_error_code(exc), str(exc)) from exc
-        hotkey = caller.hotkey_ss58
+        )
+
+    def admit(self, headers: Mapping[str, str], body: bytes, *, method: str, target: str) -> str:
+        """The calling validator's hotkey, or a `Refusal` (503 ``chain_unavailable`` when the chain
+        has never answered, so nobody's role can be known)."""
         try:
-            neuron = self.metagraph.get().get(hotkey)
+            roles = self.gate.admit(
+                headers, body, method=method, target=target, role="validator", nonce_store=self._nonces
+            )
         except ChainUnavailable as exc:
-            raise AccessDenied(
+            raise Refusal(
                 503, "chain_unavailable", f"cannot read the metagraph to check the caller: {exc}"
             ) from exc
-        if not is_validator(neuron, self.min_stake):
-            raise AccessDenied(
-                403,
-                "not_a_validator",
-                f"{hotkey} holds no validator permit on this subnet; only validators may query this server",
-            )
-        wait = self.rate_limiter.allow(hotkey)
-        if wait > 0:
-            raise AccessDenied(429, "rate_limited", f"too many requests from {hotkey}; retry in {wait:.1f} s")
-        return hotkey
+        return roles.hotkey
+
+
+def error_response(refusal: Refusal) -> JSONResponse:
+    """A refusal as the inference server answers it: ``{"code", "detail"}``, Retry-After when waiting helps."""
+    headers = None if refusal.retry_after is None else {"Retry-After": retry_after_header(refusal.retry_after)}
+    body = {"code": _CODES.get(refusal.code, refusal.code), "detail": refusal.detail}
+    return JSONResponse(body, status_code=refusal.status, headers=headers)

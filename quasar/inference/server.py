@@ -34,7 +34,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from quasar.config import Settings, get_settings
-from quasar.inference.auth import AccessDenied, MetagraphCache, RateLimiter, ValidatorGate
+from quasar.gate import Refusal
+from quasar.inference.auth import InferenceGate, error_response
 from quasar.inference.schemas import InferenceRequest, InferenceResponse, ModelInfo
 from quasar.metrics import CONTENT_TYPE_LATEST, InferenceMetrics
 
@@ -43,20 +44,6 @@ if TYPE_CHECKING:
     from quasar.inference.model import LoadedModel
 
 log = logging.getLogger("quasar.inference")
-
-
-class RequestRejected(Exception):
-    """A request the server will not run; becomes a JSON error with ``status`` and ``code``."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
-def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"code": code, "detail": detail}, status_code=status, headers=headers)
 
 
 class DeviceQueue:
@@ -71,7 +58,7 @@ class DeviceQueue:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self._lock.locked() and self.waiting >= self.bound:
-            raise RequestRejected(
+            raise Refusal(
                 503, "busy", f"the device is busy and {self.waiting} requests are queued; retry shortly"
             )
         self.waiting += 1
@@ -121,21 +108,14 @@ def create_app(
     """The inference server. ``model`` defaults to MODEL_NAME, loaded at startup; ``chain`` and
     ``hotkey`` (this miner's ss58 address) default to the configured chain and miner wallet."""
     settings = settings or get_settings()
-    gate: ValidatorGate | None = None
+    gate: InferenceGate | None = None
     if not settings.is_embedded:
         if chain is None:
             from quasar.chain import get_chain
 
             chain = get_chain(settings)
         hotkey = hotkey or _own_hotkey(settings)
-        gate = ValidatorGate(
-            self_hotkey=hotkey,
-            metagraph=MetagraphCache(chain, settings.metagraph_ttl_seconds),
-            min_stake=float(settings.min_validator_stake or 0.0),
-            rate_limiter=RateLimiter(settings.inference_rate_limit_per_minute),
-            max_age=settings.auth_max_age_seconds,
-            allowed_skew=settings.auth_allowed_skew_seconds,
-        )
+        gate = InferenceGate.from_settings(settings, chain=chain, hotkey=hotkey)
     state: dict[str, Any] = {"model": model}
     queue = DeviceQueue(settings.inference_queue_size)
     metrics = InferenceMetrics()
@@ -170,9 +150,9 @@ def create_app(
         metrics.queue.set(queue.waiting)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(RequestRejected)
-    async def _rejected(_: Request, exc: RequestRejected) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.detail)
+    @app.exception_handler(Refusal)
+    async def _refused(_: Request, exc: Refusal) -> JSONResponse:
+        return error_response(exc)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -202,13 +182,9 @@ def create_app(
         if gate is not None:
             from quasar.signing import asgi_request_target
 
-            try:
-                caller = gate.admit(
-                    request.headers, body, method=request.method, target=asgi_request_target(request.scope)
-                )
-            except AccessDenied as exc:
-                retry = {"Retry-After": "60"} if exc.status == 429 else None
-                return _error(exc.status, exc.code, exc.detail, retry)
+            caller = gate.admit(
+                request.headers, body, method=request.method, target=asgi_request_target(request.scope)
+            )
             log.debug("inference request from %s", caller)
         try:
             req = InferenceRequest.model_validate_json(body)
@@ -216,7 +192,7 @@ def create_app(
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
             )
-            raise RequestRejected(422, "invalid_request", f"not a v1 inference request: {problems}") from None
+            raise Refusal(422, "invalid_request", f"not a v1 inference request: {problems}") from None
         served = _served()
         prompt_ids = _validated_prompt(req, served, settings)
         async with queue.slot():
@@ -229,7 +205,7 @@ def create_app(
     def _served() -> LoadedModel:
         served = state["model"]
         if served is None:
-            raise RequestRejected(503, "loading", "the model is still loading; retry shortly")
+            raise Refusal(503, "loading", "the model is still loading; retry shortly")
         return served
 
     return app
@@ -238,18 +214,18 @@ def create_app(
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestRejected(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+        raise Refusal(413, "body_too_large", f"request bodies are limited to {limit} bytes")
     body = await request.body()
     if len(body) > limit:
-        raise RequestRejected(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+        raise Refusal(413, "body_too_large", f"request bodies are limited to {limit} bytes")
     return body
 
 
 def _validated_prompt(req: InferenceRequest, served: LoadedModel, settings: Settings) -> list[int]:
     """The prompt ids, or a 422 naming the limit that was crossed."""
 
-    def reject(code: str, detail: str) -> RequestRejected:
-        return RequestRejected(422, code, detail)
+    def reject(code: str, detail: str) -> Refusal:
+        return Refusal(422, code, detail)
 
     if (req.input_ids is None) == (req.prompt is None):
         raise reject(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from validator_api.ratelimit import FixedWindowLimiter, retry_after_header
+from quasar.limits import FixedWindowLimiter, retry_after_header
 
 
 class Clock:

@@ -24,11 +24,11 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from quasar.chain import Metagraph
+from quasar.chain.roles import is_validator
 from quasar.config import Settings
 from quasar.reasons import REASON_OK
 from quasar.schemas import LeaderboardEntry, RoundBest
 from validator_api import models
-from validator_api.auth import Roles
 from validator_api.models import utcnow
 from validator_api.services.rounds import shown_round
 from validator_api.services.scoring import (
@@ -608,7 +608,7 @@ def validators_page(
 
     if metagraph is not None:
         for neuron in metagraph.neurons:
-            if Roles.of(neuron.hotkey, metagraph, settings).validator:
+            if is_validator(neuron, settings.min_validator_stake):
                 row(neuron.hotkey)
 
     # Leases: every claimed job (only the open round has any; finalizing ends them), oldest first.
@@ -690,7 +690,7 @@ def validators_page(
             neuron = metagraph.get(entry.hotkey)
             entry.uid = None if neuron is None else neuron.uid
             entry.stake = None if neuron is None else neuron.stake
-            entry.permitted = Roles.of(entry.hotkey, metagraph, settings).validator
+            entry.permitted = is_validator(neuron, settings.min_validator_stake)
         seen = max((t for t in (entry.last_claim, entry.last_result) if t is not None), default=None)
         if entry.leased:
             entry.state = "working"
