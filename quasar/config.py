@@ -11,6 +11,7 @@ real chain with production timings. A setting given explicitly always wins over 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -475,9 +476,9 @@ class InvalidSettings(ValueError):
     """The settings cannot be read; the message is one line naming each refused variable."""
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once. Tests build `Settings(...)` directly instead.
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """The settings from the environment and `.env`, with ``overrides`` (field names: values a command
+    line gave) in place of their variables; the environment itself is left as it is.
 
     Raises InvalidSettings with one line: the variable, what is wrong, where it came from (the
     environment or `.env`) and an example of a right value.
@@ -486,11 +487,18 @@ def get_settings() -> Settings:
     from pydantic_settings import SettingsError
 
     try:
-        return Settings()
+        return Settings(**dict(overrides or {}))
     except (ValidationError, SettingsError) as exc:
         from quasar.envfile import describe_settings_error
 
         raise InvalidSettings(describe_settings_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (`load_settings` without overrides). Tests build
+    `Settings(...)` directly instead."""
+    return load_settings()
 
 
 def reset_settings_cache() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import bittensor as bt
 
-from quasar.config import Settings, get_settings, reset_settings_cache
+from quasar.config import Settings, load_settings
 from quasar.wallets import load_or_create_dev_wallet, load_wallet
 
 log = logging.getLogger("quasar.neuron")
@@ -25,13 +25,12 @@ def settings_from_flags(flag_env: Mapping[str, str], flags: Mapping[str, Any]) -
     """Settings with each given flag taking the place of its environment variable.
 
     `flag_env` maps a flag's name to the variable it stands for (e.g. "netuid" -> "NETUID"); flags
-    left as None keep the environment's (or .env's) value.
+    left as None keep the environment's (or .env's) value. The flags are passed to the settings as
+    values (a setting's field name is its variable's name in lower case), never written into the
+    process's environment. Raises `quasar.config.InvalidSettings`.
     """
-    for key, env in flag_env.items():
-        if flags.get(key) is not None:
-            os.environ[env] = str(flags[key])
-    reset_settings_cache()
-    return get_settings()
+    overrides = {env.lower(): flags[key] for key, env in flag_env.items() if flags.get(key) is not None}
+    return load_settings(overrides)
 
 
 def load_role_wallet(settings: Settings, wallet_name: str) -> bt.Wallet:

@@ -38,6 +38,7 @@ def evaluate_command(
 ) -> None:
     """Fetch a submission, run it in the sandbox, check it against the trusted reference, and time it."""
     from quasar.config import get_settings
+    from quasar.devices import parse_device, resolve_auto
 
     from .evaluate import EvaluationOptions, evaluate
 
@@ -46,18 +47,15 @@ def evaluate_command(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     settings = get_settings()
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device_type, _, index = device.partition(":")
-    if device_type not in ("cpu", "cuda") or (index and not index.isdigit()):
+    try:
+        chosen = resolve_auto(parse_device(device, name="--device"))
+    except ValueError:
         err.print(f"[red]error:[/] --device must be cpu, cuda or cuda:N, not {device!r}")
-        raise typer.Exit(EXIT_ERROR)
+        raise typer.Exit(EXIT_ERROR) from None
     options = EvaluationOptions.from_settings(
         settings,
-        device=device_type,
-        gpu_index=(int(index or 0) if device_type == "cuda" else None),
+        device=chosen.kind,
+        gpu_index=((chosen.index or 0) if chosen.kind == "cuda" else None),
         seed=seed,
         quick=quick,
     )

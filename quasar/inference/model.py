@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from quasar.devices import parse_device, resolve_auto
+
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -29,13 +31,14 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' picks the first CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
+    """DEVICE as a torch device: 'auto' picks the first CUDA device when there is one, else the CPU."""
+    try:
+        resolved = resolve_auto(parse_device(device))
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    if resolved.kind == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"DEVICE={device} but no CUDA device is visible; set DEVICE=cpu or auto")
-    return resolved
+    return torch.device(str(resolved))
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

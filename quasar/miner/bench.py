@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quasar.devices import Device, parse_device
 from quasar.miner.state import BenchResult
 from quasar.reasons import REASON_BENCH_CRASHED, REASON_BENCH_INTERRUPTED, REASON_SANDBOX_UNAVAILABLE
 
@@ -72,13 +73,13 @@ class Isolation:
     cgroup_parent: str | None = None
 
 
-def _gpu_index(device: str) -> int | None:
+def _gpu_index(device: Device) -> int | None:
     """The GPU the sandbox mounts for DEVICE (``auto``: the first one, when this machine has one)."""
-    kind, _, index = device.partition(":")
-    if kind == "cpu":
+    if device.kind == "cpu":
         return None
-    if kind == "cuda":
-        return int(index) if index.isdigit() else 0
+    if device.kind == "cuda":
+        return device.index or 0
+    # Asked of the device node rather than torch: the miner's own process never needs CUDA.
     return 0 if os.path.exists("/dev/nvidia0") else None
 
 
@@ -95,7 +96,7 @@ class BenchRunner:
         python: str = sys.executable,
         isolation: Isolation | None = None,
     ) -> None:
-        self.device = device
+        self.device = parse_device(device)  # ValueError for a DEVICE that is not one
         self.quick = quick
         self.timeout_seconds = timeout_seconds
         self.stop = stop or threading.Event()
@@ -182,7 +183,8 @@ class BenchRunner:
         from quasar.evaluation.sandbox import SandboxUnavailable, forget_probes
 
         started = time.monotonic()
-        device = None if self.device == "auto" else ("cuda" if self.device.startswith("cuda") else "cpu")
+        # The sandbox mounts one GPU (`_gpu_index`), plain cuda inside it; auto is decided in there.
+        device = None if self.device.kind == "auto" else self.device.kind
         scratch = Path(tempfile.mkdtemp(prefix="quasar-bench-scratch-"))
         try:
             try:
@@ -248,12 +250,10 @@ class BenchRunner:
         extra: dict[str, str] = {}
         if self.quick:
             argv.append("--quick")
-        if self.device == "cpu":
-            argv += ["--device", "cpu"]
-        elif self.device.startswith("cuda"):
-            argv += ["--device", "cuda"]
-            if ":" in self.device:
-                extra["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
+        if self.device.kind != "auto":
+            argv += ["--device", self.device.kind]
+        if self.device.index is not None:
+            extra["CUDA_VISIBLE_DEVICES"] = str(self.device.index)
         return argv, scrubbed_env(extra)
 
     def _run_plain(self, repo: Path, cwd: Path, on_start: Callable[[], None] | None) -> _Run:

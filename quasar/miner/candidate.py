@@ -23,11 +23,10 @@ class CandidateBench(CommandServer):
         return {"bench": self.bench}
 
     def bench(self, repo: str, device: str | None = None, quick: bool = False) -> None:
-        import torch
-
         from quasar.bench.suite import DEFAULT_ENTRY, run_bench
+        from quasar.devices import Device, resolve_auto
 
-        chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        chosen = device or resolve_auto(Device("auto")).kind
         report = run_bench(
             DEFAULT_ENTRY, device=chosen, json_mode=True, include_layer=False, quick=quick, repo_path=repo
         )

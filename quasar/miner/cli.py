@@ -177,18 +177,21 @@ def build_miner(
             _check_inference_server(settings, port, inference_url)
         elif inference_url is None:
             inference_url = settings.miner_inference_url
-        bench = BenchRunner(
-            device=settings.device,
-            quick=settings.miner_bench_quick,
-            timeout_seconds=settings.miner_bench_timeout_seconds,
-            stop=stop,
-            isolation=Isolation(
-                allow_unsandboxed=settings.miner_allow_unsandboxed_candidates,
-                memory_bytes=settings.sandbox_memory_mb * 2**20,
-                max_pids=settings.sandbox_max_pids,
-                cgroup_parent=settings.sandbox_cgroup_parent,
-            ),
-        )
+        try:
+            bench = BenchRunner(
+                device=settings.device,
+                quick=settings.miner_bench_quick,
+                timeout_seconds=settings.miner_bench_timeout_seconds,
+                stop=stop,
+                isolation=Isolation(
+                    allow_unsandboxed=settings.miner_allow_unsandboxed_candidates,
+                    memory_bytes=settings.sandbox_memory_mb * 2**20,
+                    max_pids=settings.sandbox_max_pids,
+                    cgroup_parent=settings.sandbox_cgroup_parent,
+                ),
+            )
+        except ValueError as exc:  # a DEVICE that is not one
+            raise MinerSetupError(str(exc)) from None
         try:
             isolation = bench.check_isolation()
         except CandidatesRefused as exc:

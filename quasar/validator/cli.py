@@ -109,13 +109,13 @@ def verifier_function(settings: Settings, wallet: Any, device: Any) -> Any:
     loaded: dict[str, Any] = {}
 
     def verify(url: str, receiver: str | None) -> Any:
-        from quasar.verification.cli import verifier_from_settings
         from quasar.verification.client import verify_server
+        from quasar.verification.verifier import Verifier
 
         with lock:
             if "verifier" not in loaded:
                 log.info("[%s] loading the reference model %s for logit verification", device, settings.reference_model)
-                loaded["verifier"] = verifier_from_settings(settings, device=str(device))
+                loaded["verifier"] = Verifier.from_settings(settings, device=str(device))
             return verify_server(
                 url, loaded["verifier"], dev_mode=settings.dev_mode, timeout=settings.verify_timeout_seconds,
                 wallet=None if settings.is_embedded else wallet, receiver=receiver,

@@ -19,10 +19,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from quasar.config import Settings
+from quasar.devices import Device, parse_device, visible_gpu_count
 from quasar.metrics import validator_metrics
 from quasar.reasons import (
     LOGIT_REFERENCE_FAILED,
@@ -57,33 +58,15 @@ class VerifyFn(Protocol):
     def __call__(self, url: str, receiver: str | None) -> tuple[Any, dict[str, Any]]: ...
 
 
-@dataclass(frozen=True)
-class Device:
-    """Where a worker evaluates: ``cpu`` or ``cuda`` with one GPU index."""
-
-    kind: str
-    index: int | None = None
-
-    def __str__(self) -> str:
-        return self.kind if self.index is None else f"{self.kind}:{self.index}"
-
-
 def devices_from_setting(setting: str) -> list[Device]:
-    """The devices of DEVICE: ``auto`` = every visible GPU (one worker each), else the CPU."""
-    kind, _, index = setting.partition(":")
-    if kind == "cpu":
-        return [Device("cpu")]
-    if kind == "cuda" and index:
-        if not index.isdigit():
-            raise ValueError(f"DEVICE={setting!r}: use cpu, cuda, cuda:N or auto")
-        return [Device("cuda", int(index))]
-    if kind not in ("auto", "cuda"):
-        raise ValueError(f"DEVICE={setting!r}: use cpu, cuda, cuda:N or auto")
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    """The devices of DEVICE, one worker each: ``auto`` or ``cuda`` = every visible GPU (``auto``: the
+    CPU when there is none), ``cuda:N`` = that GPU, ``cpu`` = the CPU."""
+    choice = parse_device(setting)
+    if choice.kind == "cpu" or choice.index is not None:
+        return [choice]
+    count = visible_gpu_count()
     if count == 0:
-        if kind == "cuda":
+        if choice.kind == "cuda":
             raise ValueError("DEVICE=cuda but no CUDA device is visible; use DEVICE=cpu")
         return [Device("cpu")]
     return [Device("cuda", i) for i in range(count)]

@@ -34,32 +34,6 @@ def _settings() -> Any:
         raise typer.Exit(2) from None
 
 
-def verifier_from_settings(
-    settings: Any, reference_path: str | None = None, device: str | None = None
-) -> Any:
-    """A Verifier for REFERENCE_MODEL (float32, on DEVICE) with the configured thresholds and sizes."""
-    from quasar.inference.model import load_model
-    from quasar.models.tiny import ensure_default_tiny_model
-    from quasar.verification.thresholds import load_thresholds
-    from quasar.verification.verifier import ChallengeSpec, Verifier
-
-    name = reference_path or settings.reference_model
-    ensure_default_tiny_model(settings, name)
-    # The reference always runs in float32: it is the yardstick every declared dtype is measured from.
-    reference = load_model(name, device or settings.device, "float32")
-    return Verifier(
-        reference,
-        load_thresholds(settings.verify_thresholds_file),
-        spec=ChallengeSpec(
-            prompt_tokens=settings.verify_prompt_tokens,
-            max_new_tokens=settings.verify_max_new_tokens,
-            checked_positions=settings.verify_checked_positions,
-        ),
-        raw_cosine_min=settings.cosine_sim_threshold,
-        max_abs_diff_max=settings.max_abs_diff_threshold,
-    )
-
-
 @app.callback()
 def verify(
     ctx: typer.Context,
@@ -87,6 +61,7 @@ def verify(
         raise typer.Exit(2)
     from quasar.inference.model import ModelLoadError
     from quasar.verification.client import verify_server
+    from quasar.verification.verifier import Verifier
 
     settings = _settings()
     wallet = None
@@ -105,7 +80,7 @@ def verify(
         if receiver is None:
             receiver = _advertised_hotkey(url, settings)
     try:
-        verifier = verifier_from_settings(settings)
+        verifier = Verifier.from_settings(settings)
     except ModelLoadError as exc:
         _echo_err(f"error: {exc}")
         raise typer.Exit(2) from None
@@ -171,10 +146,11 @@ def calibrate(
         run_calibration,
         suggest_thresholds,
     )
+    from quasar.verification.verifier import Verifier
 
     settings = _settings()
     try:
-        verifier = verifier_from_settings(settings, model, device)
+        verifier = Verifier.from_settings(settings, reference=model, device=device)
     except ModelLoadError as exc:
         _echo_err(f"error: {exc}")
         raise typer.Exit(2) from None
@@ -195,8 +171,6 @@ def calibrate(
     )
     current_misses = misclassified(outcomes)
     suggested = suggest_thresholds(outcomes)
-    from quasar.verification.verifier import Verifier
-
     judge(outcomes, Verifier(reference, {**verifier.thresholds, **suggested}, spec=verifier.spec))
     suggested_misses = misclassified(outcomes)
     report = {

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from quasar.verification.challenge import Challenge, make_challenge, new_seed
 from quasar.verification.result import VerdictName, VerificationResult
 from quasar.verification.stats import compare_logits, token_gaps
 from quasar.verification.thresholds import DEFAULT_THRESHOLDS, Thresholds
+
+if TYPE_CHECKING:
+    from quasar.config import Settings
 
 
 @dataclass
@@ -86,6 +90,32 @@ class Verifier:
         self.raw_cosine_min = raw_cosine_min
         self.max_abs_diff_max = max_abs_diff_max
         self._allowed_ids = reference.token_ids_for_prompts()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, reference: str | None = None, device: str | None = None) -> Verifier:
+        """A verifier of REFERENCE_MODEL (or ``reference``) in float32 on DEVICE (or ``device``), with the
+        configured thresholds, challenge sizes and raw-logit gates. On the embedded chain the tiny
+        model is built first if it is missing."""
+        from quasar.inference.model import load_model
+        from quasar.models.tiny import ensure_default_tiny_model
+        from quasar.verification.thresholds import load_thresholds
+
+        name = reference or settings.reference_model
+        assert name is not None  # the settings' profile always names one
+        ensure_default_tiny_model(settings, name)
+        # The reference always runs in float32: it is the yardstick every declared dtype is measured from.
+        loaded = load_model(name, device or settings.device, "float32")
+        return cls(
+            loaded,
+            load_thresholds(settings.verify_thresholds_file),
+            spec=ChallengeSpec(
+                prompt_tokens=settings.verify_prompt_tokens,
+                max_new_tokens=settings.verify_max_new_tokens,
+                checked_positions=settings.verify_checked_positions,
+            ),
+            raw_cosine_min=settings.cosine_sim_threshold,
+            max_abs_diff_max=settings.max_abs_diff_threshold,
+        )
 
     @property
     def vocab_size(self) -> int:

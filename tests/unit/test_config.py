@@ -149,3 +149,26 @@ def test_an_unknown_network_is_refused_in_one_line(
     assert "\n" not in message and message.startswith("SUBTENSOR_NETWORK (from the environment): ")
     assert f"{network!r} is not a network" in message
     assert "embedded, finney, test, archive, devnet, local or a ws:// / wss:// URL" in message
+
+
+def test_flags_override_their_variables_as_values_and_leave_the_environment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from quasar.config import InvalidSettings
+    from quasar.neuron import settings_from_flags
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.setenv("SUBTENSOR_NETWORK", "embedded")
+    monkeypatch.setenv("NETUID", "7")
+    before = dict(os.environ)
+    flag_env = {"network": "SUBTENSOR_NETWORK", "netuid": "NETUID", "api_url": "VALIDATOR_API_URL"}
+    settings = settings_from_flags(flag_env, {"network": "test", "netuid": None, "api_url": "http://api:9"})
+    assert (settings.subtensor_network, settings.netuid, settings.validator_api_url) == ("test", 7, "http://api:9")
+    assert dict(os.environ) == before
+    monkeypatch.delenv("NETUID")
+    assert settings_from_flags(flag_env, {"network": "test"}).netuid == 383  # the network's default
+    with pytest.raises(InvalidSettings, match="SUBTENSOR_NETWORK"):
+        settings_from_flags(flag_env, {"network": "mainnet"})
+    assert dict(os.environ) == {k: v for k, v in before.items() if k != "NETUID"}
