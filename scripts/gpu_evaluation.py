@@ -229,7 +229,7 @@ def run_evaluation(out, name: str, source: str | None, work: Path, index: int, c
         speedup=getattr(timing, "speedup", None), ci_low=getattr(timing, "speedup_ci_low", None),
         ci_high=getattr(timing, "speedup_ci_high", None), inconclusive=getattr(timing, "inconclusive", None),
         pairs=comparison.get("pairs"), empty_batch_ms=comparison.get("empty_batch_ms"),
-        output_copy_ms=comparison.get("output_copy_ms"),
+        output_copy_ms=comparison.get("output_copy_ms"), outputs_copied=comparison.get("outputs_copied"),
         solo_ms=comparison.get("solo_ms"), solo_after_ms=comparison.get("solo_after_ms"), inside_ms=comparison.get("inside_ms"),
         submission_ms=comparison.get("submission_ms"), baseline_batches_ms=comparison.get("baseline_ms"),
         timed_checks=len(report.timed_checks), max_rel_error=report.max_rel_error, sandbox=report.sandbox,

@@ -559,7 +559,8 @@ class _Evaluation:
         self.report.wall["comparison"] = {
             "pairs": est.pairs, "calls_per_batch": plan.slots, "submission_ms": outcome.submission_ms,
             "baseline_ms": outcome.baseline_ms, "empty_batch_ms": outcome.empty_batch_ms,
-            "output_copy_ms": outcome.output_copy_ms, "solo_ms": outcome.solo_ms, "inside_ms": outcome.inside_ms,
+            "output_copy_ms": outcome.output_copy_ms, "outputs_copied": outcome.outputs_copied,
+            "solo_ms": outcome.solo_ms, "inside_ms": outcome.inside_ms,
         }  # fmt: skip
         timing = Timing(
             shape=spec.shape_dict(), dtype=spec.dtype_name, device=self.report.device, median_ms=est.median_ms,

@@ -6,10 +6,13 @@ imports submission code, the other the submission. Each pair of batches gets fre
 from new seeds into the parent's own memory while both workers are frozen (every process of the
 run SIGSTOPped, ``SandboxProcess.freeze``). Then, for each side, one batch of ``slots`` calls:
 
-1. the parent starts its clock, copies the inputs into that side's slots and fills the outputs with
-   NaN (on GPU it waits for the copies to finish), thaws the worker and sends ``batch``;
-2. on the reply it freezes the worker again and copies every output into its own memory (the
-   snapshot; on GPU it waits for the copy); then it stops its clock;
+1. the parent starts its clock, copies the inputs into that side's slots and fills the slots'
+   outputs with NaN (on GPU it waits for the copies to finish), thaws the worker and sends
+   ``batch``;
+2. on the reply it freezes the worker again, checks where the worker says each output lies (a
+   slot's output field, or on GPU the pool area the kernel allocated from; ``Arena.output_at``)
+   and copies every output into its own memory (the snapshot; on GPU it waits for the copy); then
+   it stops its clock;
 3. only when both sides have run does it judge the snapshots: every call against the baseline's
    output for the same inputs (``_screen``); the calls it now picks at random are kept and, after
    the timing, judged against the fp32 reference (``judge_samples``, in this trusted process: the
@@ -17,9 +20,11 @@ run SIGSTOPped, ``SandboxProcess.freeze``). Then, for each side, one batch of ``
 
 So from the moment a run's inputs exist in memory the submission can see until its outputs are out
 of its reach, every step lies inside the interval, measured by the parent's own clock; the trusted
-cost of an empty batch (the same copies, thaw, round trip, freeze and snapshot) is taken off, and so
-is what the parent itself takes to copy one output into a slot (the worker's copy of each call's
-result, which a real model would not make). A
+cost of an empty batch (the same copies, thaw, round trip, freeze and snapshot) is taken off. On GPU
+the kernel's output is allocated in the shared memory itself, so no harness copy is in the interval
+for a patched worker to skip. On CPU the worker copies each output into its slot, and what the
+parent takes to make that copy is taken off every call (a worker patched to skip it gains that
+much; ``docs/security.md``). A
 frozen process cannot run on the CPU, but GPU work it queued keeps running: an output finished
 after the snapshot is judged as the NaN or partial values the snapshot holds, and work left running
 to slow the baseline shows as baseline batches slower than the baseline's solo batches, timed before
@@ -50,14 +55,16 @@ from quasar.bench.cases import CaseSpec, make_inputs
 from quasar.bench.check import check_result, judge_outputs, tolerance_for
 from quasar.bench.schema import VERDICT_ERROR, VERDICT_FAIL, CaseResult
 from quasar.reasons import (
+    REASON_ALIASED_OUTPUT,
     REASON_FREEZE_FAILED,
     REASON_HARNESS_ERROR,
     REASON_INCORRECT_OUTPUT,
     REASON_INTERFERENCE,
     REASON_KERNEL_EXCEPTION,
+    REASON_PROTOCOL,
 )
 
-from .arena import Arena, slot_layout
+from .arena import Arena, OutputRejected, pool_bytes, slot_layout
 from .channel import Channel, Stop, fail_from_error
 from .sandbox import FreezeFailed
 from .timing_stats import EARLY_STOP_LEVEL, SpeedupEstimate, estimate
@@ -115,8 +122,12 @@ class Comparison:
     #: What a batch of no calls cost on the baseline's worker (copies, thaw, round trip, freeze,
     #: snapshot), in ms; taken off every batch of both sides.
     empty_batch_ms: float = 0.0
-    #: What copying one output into its slot costs the parent (ms); taken off every call of both sides.
+    #: CPU: what copying one output into its slot costs the parent (ms); taken off every call of both
+    #: sides. GPU: 0 (outputs are not copied).
     output_copy_ms: float = 0.0
+    #: GPU: the submission's outputs that did not lie in the pool area and were copied into their
+    #: slots (a kernel needing more memory than the area; charged to it, not taken off).
+    outputs_copied: int = 0
     #: The baseline's per-call median alone, before any submission code was loaded (None: not timed).
     solo_ms: float | None = None
     #: The baseline's per-call median alone again, after the submission exited (None: not needed).
@@ -142,7 +153,8 @@ class TimedComparison:
         self.cuda = self.device.type == "cuda"
         self._call = call
         layout = slot_layout(spec)
-        self.arenas = {side: Arena.create(layout, plan.slots, self.device) for side in SIDES}
+        pool = pool_bytes(layout, plan.slots) if self.cuda else 0
+        self.arenas = {side: Arena.create(layout, plan.slots, self.device, pool) for side in SIDES}
         o_shape = (spec.batch, spec.seq_len, spec.heads, spec.value_dim)
         self.snapshots = {
             side: [torch.empty(o_shape, dtype=spec.dtype, device=self.device) for _ in range(plan.slots)]
@@ -154,6 +166,7 @@ class TimedComparison:
         self.kernel_seconds = 0.0
         self.empty_batch_ms = 0.0
         self.output_copy_ms = 0.0
+        self.outputs_copied = 0
         self.solo_ms: float | None = None
 
     def fds(self, side: str) -> tuple[int, ...]:
@@ -171,8 +184,15 @@ class TimedComparison:
 
     def attach(self, side: str, channel: Channel) -> None:
         """Tell a started worker where its buffers are; it stays frozen until its first batch."""
+        arena = self.arenas[side]
         reply = self._call(
-            channel, side, "arena", fd=self.arenas[side].fd, slots=self.plan.slots, target=side
+            channel,
+            side,
+            "arena",
+            fd=arena.fd,
+            slots=self.plan.slots,
+            target=side,
+            pool_bytes=arena.pool_bytes,
         )
         if not reply.get("ok"):
             verdict = VERDICT_FAIL if side == "entry" else VERDICT_ERROR
@@ -214,11 +234,30 @@ class TimedComparison:
             arena.output(slot).fill_(float("nan"))
         self._sync()
 
-    def _snapshot(self, side: str) -> None:
-        """Copy every output out of the worker's reach; inside the clock."""
+    def _snapshot(self, side: str, reply: dict[str, Any], slots: int) -> None:
+        """Copy every output out of the worker's reach, from where its reply says each one lies;
+        inside the clock. A reply that names memory the parent does not read from fails the side."""
         arena = self.arenas[side]
-        for slot, saved in enumerate(self.snapshots[side]):
-            saved.copy_(arena.output(slot))
+        if not slots:
+            # The empty batch of the calibration copies as much as a full one, so that its cost
+            # (taken off every batch) includes the snapshot's.
+            for saved, slot in zip(self.snapshots[side], range(self.plan.slots), strict=True):
+                saved.copy_(arena.output(slot))
+            self._sync()
+            return
+        offsets = reply.get("outputs")
+        try:
+            if not isinstance(offsets, list) or len(offsets) != slots:
+                raise OutputRejected(f"the reply names {offsets!r} as outputs of {slots} calls")
+            views = [arena.output_at(offset) for offset in offsets]
+            arena.distinct_outputs(offsets)
+        except OutputRejected as exc:
+            if side == "entry":
+                reason = REASON_ALIASED_OUTPUT if "overlapping" in str(exc) else REASON_PROTOCOL
+                raise Stop(VERDICT_FAIL, reason, f"timed batch: {exc}") from None
+            raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline batch: {exc}") from None
+        for saved, view in zip(self.snapshots[side], views, strict=False):
+            saved.copy_(view)
         self._sync()
 
     def _batch(self, side: str, channel: Channel, slots: int | None = None) -> tuple[float, dict[str, Any]]:
@@ -230,28 +269,28 @@ class TimedComparison:
         channel.process.thaw()
         reply = self._call(channel, side, "batch", slots=list(range(slots)))
         self._freeze(side, channel)
-        self._snapshot(side)
-        elapsed = (time.perf_counter() - t0) * 1e3
-        per_call = max(elapsed - self.empty_batch_ms, 0.0) / max(slots, 1)
-        if slots:
-            per_call = max(per_call - self.output_copy_ms, 0.0)
         if not reply.get("ok"):
             error = str(reply.get("error"))
             if side == "entry":
                 raise fail_from_error(error, "timed batch")
             raise Stop(VERDICT_ERROR, REASON_HARNESS_ERROR, f"baseline batch: {error}")
+        self._snapshot(side, reply, slots)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        per_call = max(elapsed - self.empty_batch_ms, 0.0) / max(slots, 1)
+        if slots:
+            per_call = max(per_call - self.output_copy_ms, 0.0)
         return per_call, reply
 
     def calibrate(self, baseline: Channel) -> None:
         """On the trusted baseline's worker, before any submission code is loaded: what an empty
-        batch costs and what the copy of one output into its slot costs (both subtracted from every
-        batch of both sides; the submission cannot inflate them) and, when the plan asks, the
-        baseline's per-call median alone."""
+        batch costs and, on CPU, what the copy of one output into its slot costs (both subtracted
+        from every batch of both sides; the submission cannot inflate them) and, when the plan asks,
+        the baseline's per-call median alone."""
         self._draw_inputs([secrets.randbits(62) for _ in range(self.plan.slots)])
         self.empty_batch_ms = statistics.median(
             self._batch("baseline", baseline, slots=0)[0] for _ in range(7)
         )
-        self.output_copy_ms = self._output_copy_ms()
+        self.output_copy_ms = 0.0 if self.cuda else self._output_copy_ms()
         if self.plan.solo_batches:
             self.solo_ms = self._solo_median(baseline)
 
@@ -266,27 +305,16 @@ class TimedComparison:
         return statistics.median(solo)
 
     def _output_copy_ms(self, repeats: int = 9) -> float:
-        """The parent's own time to copy one output of the timed shape into a slot: the same
+        """CPU: the parent's own time to copy one output of the timed shape into a slot: the same
         copy, in the same direction and on the same memory, as the worker's after each call."""
         source = self.snapshots["baseline"][0]
         target = self.arenas["baseline"].output(0)
         times = []
         for number in range(repeats + 1):
-            self._sync()
-            if self.cuda:
-                # The worker's copies queue behind its kernels: their GPU time is what it costs.
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                target.copy_(source)
-                end.record()
-                end.synchronize()
-                elapsed = start.elapsed_time(end)
-            else:
-                t0 = time.perf_counter()
-                target.copy_(source)
-                elapsed = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            target.copy_(source)
             if number:  # the first touches the pages
-                times.append(elapsed)
+                times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times)
 
     def run(self, baseline: Channel, entry: Channel) -> Comparison:
@@ -310,6 +338,8 @@ class TimedComparison:
                 inside[side].append(float(reply.get("inside_ms") or 0.0) / plan.slots)
                 if side == "entry" and isinstance(reply.get("peak_mem_mb"), int | float):
                     peak = max(peak or 0.0, float(reply["peak_mem_mb"]))
+                if side == "entry" and self.cuda and isinstance(reply.get("copied"), int):
+                    self.outputs_copied += reply["copied"]
             measured = number >= plan.warmup_pairs
             self._screen(run if measured else None)
             if measured:
@@ -329,7 +359,8 @@ class TimedComparison:
         return Comparison(
             estimate=est, inconclusive=not est.decided(self.threshold),
             submission_ms=[s for _, s in pairs], baseline_ms=[b for b, _ in pairs],
-            empty_batch_ms=self.empty_batch_ms, output_copy_ms=self.output_copy_ms, solo_ms=self.solo_ms, inside_ms=inside, peak_mem_mb=peak,
+            empty_batch_ms=self.empty_batch_ms, output_copy_ms=self.output_copy_ms,
+            outputs_copied=self.outputs_copied, solo_ms=self.solo_ms, inside_ms=inside, peak_mem_mb=peak,
         )  # fmt: skip
 
     def check_interference(self, baseline: Channel, comparison: Comparison) -> None:

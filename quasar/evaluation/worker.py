@@ -18,12 +18,16 @@ Commands, in the order the parent sends them:
 ``import``  imports the entry point from the repository.
 ``cases``   seed. Runs every correctness case and saves each ``(o, final_state)`` to the scratch
             dir with ``torch.save``; the trusted checker recomputes them elsewhere.
-``arena``   fd, slots, target (``baseline`` or ``entry``). Maps the parent's shared buffers of timed
-            runs (``arena``: memfd on CPU, CUDA driver memory on GPU) from the inherited ``fd``.
-``batch``   slots. Calls the target on the inputs of each slot, back to back, and copies each output
-            into the slot. The parent writes the inputs while this process is frozen, thaws it, sends
-            ``batch``, freezes it again on the reply and only then reads the outputs: the whole span is
-            on the parent's clock, and nothing here runs outside it (see ``timed_runs``).
+``arena``   fd, slots, target (``baseline`` or ``entry``), pool_bytes. Maps the parent's shared
+            buffers of timed runs (``arena``: memfd on CPU, CUDA driver memory on GPU) from the
+            inherited ``fd``; on GPU, makes the pool area after the slots the memory pool timed calls
+            allocate from (``output_pool``).
+``batch``   slots. Calls the target on the inputs of each slot, back to back, and replies with where
+            each output lies (``outputs``: byte offsets in the shared memory): in the pool area where
+            the kernel allocated it (GPU), else copied into the slot (``copied`` counts those). The
+            parent writes the inputs while this process is frozen, thaws it, sends ``batch``, freezes
+            it again on the reply and only then reads the outputs: the whole span is on the parent's
+            clock, and nothing here runs outside it (see ``timed_runs``).
 ``exit``
 
 Outputs are saved only when they are plain ``torch.Tensor`` objects (a subclass could compute lazily
@@ -174,13 +178,18 @@ class Worker(CommandServer):
                 break
         return report
 
-    def attach_arena(self, fd: int, slots: int, target: str) -> None:
+    def attach_arena(self, fd: int, slots: int, target: str, pool_bytes: int = 0) -> None:
         from quasar.bench.suite import timing_spec
         from quasar.evaluation.arena import Arena, slot_layout
 
         spec = timing_spec(self.device.type, self.quick)
-        self._arena = Arena.attach(fd, slot_layout(spec), slots, self.device)
+        self._arena = Arena.attach(fd, slot_layout(spec), slots, self.device, pool_bytes)
+        self._pool = None
         if self.device.type == "cuda":
+            from quasar.evaluation.output_pool import OutputPool
+
+            if pool_bytes:
+                self._pool = OutputPool(self._arena.pool_address, pool_bytes, self.device)
             # Peak memory of the timed calls alone, beyond what is allocated now (for the report).
             self._sync()
             self.torch.cuda.reset_peak_memory_stats(self.device)
@@ -190,17 +199,36 @@ class Worker(CommandServer):
         else:
             fn = self.entry
         self._target_fn = fn
+        self._held: list[Any] = []
         self.reply(ok=True)
+
+    def _place(self, o: Any, slot: int) -> tuple[int, bool]:
+        """Where the parent reads call ``slot``'s output (a byte offset in the shared memory), and
+        whether it had to be copied there: an output the kernel allocated in the pool area stays
+        where it is (and is held until the next batch, so nothing reuses its memory before the parent
+        has read it); anything else is copied into the slot's own output field."""
+        arena = self._arena
+        offset = self._pool.offset_of(o) if self._pool is not None else None
+        if offset is not None:
+            self._held.append(o)
+            return arena.pool_offset + offset, False
+        arena.output(slot).copy_(o)
+        return arena.output_offset(slot), True
 
     def batch(self, slots: list[int]) -> None:
         from quasar.bench.check import check_tensor
 
         torch = self.torch
         arena = self._arena
+        # The previous batch's outputs have been read: their memory goes back to the pool.
+        self._held.clear()
         error = None
+        offsets: list[int] = []
+        copied = 0
+        serving = self._pool.serving() if self._pool is not None else contextlib.nullcontext()
         t0 = _perf_counter()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), serving:
                 for slot in slots:
                     q, k, v, beta = arena.inputs(slot)
                     result = self._target_fn(q, k, v, beta, None, False, None)
@@ -213,7 +241,9 @@ class Worker(CommandServer):
                     if bad is not None:
                         error = f"{bad.reason}: {bad.detail}"
                         break
-                    out.copy_(o)
+                    offset, was_copied = self._place(o, slot)
+                    offsets.append(offset)
+                    copied += was_copied
                     del result, o
                 self._sync()
         except Exception as exc:
@@ -222,7 +252,10 @@ class Worker(CommandServer):
         if self.device.type == "cuda":
             peak = (torch.cuda.max_memory_allocated(self.device) - self._mem_before) / 2**20
         # For the log only: the parent's clock is the one that counts.
-        self.reply(ok=error is None, error=error, inside_ms=(_perf_counter() - t0) * 1e3, peak_mem_mb=peak)
+        self.reply(
+            ok=error is None, error=error, outputs=offsets, copied=copied,
+            inside_ms=(_perf_counter() - t0) * 1e3, peak_mem_mb=peak,
+        )  # fmt: skip
 
     def handlers(self) -> dict[str, Any]:
         return {

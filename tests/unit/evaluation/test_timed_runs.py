@@ -212,3 +212,85 @@ def test_device_memory_crosses_the_sandbox(tmp_path: Path) -> None:
         assert torch.equal(arena.output(1), q * 2)
     finally:
         arena.close()
+
+
+def test_reported_outputs_are_read_only_from_their_allowed_places() -> None:
+    """The parent reads an output only where outputs may lie (a slot's ``o`` field; on GPU the pool
+    area), and never two calls' outputs from the same memory: a patched worker cannot point the
+    parent at its inputs or answer every call with one buffer."""
+    from quasar.evaluation.channel import Stop
+
+    comparison = _comparison()
+    slots = comparison.plan.slots
+    arena = comparison.arenas["entry"]
+    try:
+        for slot in range(slots):
+            arena.output(slot).fill_(slot + 1)
+        good = [arena.output_offset(slot) for slot in range(slots)]
+        comparison._snapshot("entry", {"outputs": good}, slots)
+        assert [float(s[0, 0, 0, 0]) for s in comparison.snapshots["entry"]] == [1.0, 2.0, 3.0, 4.0]
+
+        q_field = next(f for f in LAYOUT[0] if f.name == "q")
+        bad_replies = {
+            "an input": ([q_field.offset, *good[1:]], "protocol_violation"),
+            "inside a slot's output": ([good[0] + 2, *good[1:]], "protocol_violation"),
+            "past the end": ([LAYOUT[1] * slots, *good[1:]], "protocol_violation"),
+            "not an integer": ([float(good[0]), *good[1:]], "protocol_violation"),
+            "too few": (good[:-1], "protocol_violation"),
+            "one buffer twice": ([good[0], good[0], *good[2:]], "aliased_output"),
+        }
+        for what, (offsets, reason) in bad_replies.items():
+            with pytest.raises(Stop) as caught:
+                comparison._snapshot("entry", {"outputs": offsets}, slots)
+            assert (caught.value.verdict, caught.value.reason) == ("fail", reason), what
+        # The same report from the trusted baseline's worker is the validator's own trouble.
+        with pytest.raises(Stop) as caught:
+            comparison._snapshot("baseline", {"outputs": good[:-1]}, slots)
+        assert (caught.value.verdict, caught.value.reason) == ("error", "harness_error")
+    finally:
+        comparison.close()
+
+
+def test_first_fit_reuses_and_coalesces_what_is_freed() -> None:
+    from quasar.evaluation.output_pool import ALIGN, FirstFit
+
+    spans = FirstFit(8 * ALIGN)
+    a, b, c = spans.alloc(ALIGN), spans.alloc(2 * ALIGN - 7), spans.alloc(ALIGN)
+    assert (a, b, c) == (0, ALIGN, 3 * ALIGN) and spans.used_bytes == 4 * ALIGN
+    assert spans.alloc(5 * ALIGN) is None, "only four blocks are left"
+    assert spans.free(b) and not spans.free(b), "a span is freed once"
+    assert spans.alloc(2 * ALIGN) == ALIGN, "the first hole that fits"
+    for offset in (a, ALIGN, c):
+        spans.free(offset)
+    assert spans.used_bytes == 0 and spans.alloc(8 * ALIGN) == 0, "every hole merged back into one"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a CUDA memory pool needs a GPU")
+def test_timed_calls_allocate_in_the_shared_pool_area() -> None:
+    """What a kernel allocates while the pool serves lies in the parent's memory, where the parent
+    reads it without a copy; what does not fit still runs (outside the area, to be copied)."""
+    from quasar.evaluation.arena import pool_bytes
+    from quasar.evaluation.output_pool import OutputPool
+
+    device = torch.device("cuda", 0)
+    arena = Arena.create(LAYOUT, 2, device, pool_bytes(LAYOUT, 2))
+    o = None
+    try:
+        pool = OutputPool(arena.pool_address, arena.pool_bytes, device)
+        with torch.no_grad(), pool.serving():
+            o = torch.full(
+                (SPEC.batch, SPEC.seq_len, SPEC.heads, SPEC.value_dim), 3.0, dtype=SPEC.dtype, device=device
+            )
+            too_big = torch.empty(2 * arena.pool_bytes, dtype=torch.uint8, device=device)
+        torch.cuda.synchronize()
+        offset = pool.offset_of(o)
+        assert offset is not None and pool.offset_of(too_big) is None and pool.overflow
+        assert torch.equal(arena.output_at(arena.pool_offset + offset), o)
+        outside = torch.empty_like(o)
+        assert pool.offset_of(outside) is None and pool.offset_of(o[..., :4]) is None
+        del too_big
+        torch.cuda.empty_cache()
+    finally:
+        del o
+        arena.close()
