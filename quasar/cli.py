@@ -38,7 +38,7 @@ class LazyGroup(NamedTuple):
 
 LAZY_GROUPS: dict[str, LazyGroup] = {
     "chain": LazyGroup("quasar.chain.cli", "app", "The local dev chain (embedded profile)."),
-    "local": LazyGroup("quasar.local", "app", "The whole subnet on this machine (embedded profile)."),
+    "local": LazyGroup("quasar.local.cli", "app", "The whole subnet on this machine (embedded profile)."),
     "verify": LazyGroup(
         "quasar.verification.cli",
         "app",
@@ -166,7 +166,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     """Apply the database migrations (safe to run again; it only moves forward)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from quasar.config import DATABASE_URL_EXAMPLE
+    from quasar.database_url import DATABASE_URL_EXAMPLE
     from validator_api.migrate import upgrade
 
     settings = _settings()

@@ -4,9 +4,10 @@ This is the only module that reads configuration. Names match the original subne
 variables where one existed (DATABASE_URL, PORT, BLOCKS_UNTIL_REVEAL, ...) so existing `.env` files
 keep working; the settings new to this project are named in DESIGN §4.
 
-Two profiles: `SUBTENSOR_NETWORK=embedded` (the default) runs everything on one machine against the
-local dev chain with short timings; any other network (`finney`, `test`, `local`, `ws://...`) is a
-real chain with production timings. A setting given explicitly always wins over the profile.
+Two profiles (`quasar.profiles`): `SUBTENSOR_NETWORK=embedded` (the default) runs everything on one
+machine against the local dev chain with short timings; any other network (`finney`, `test`, `local`,
+`ws://...`) is a real chain with production timings. A setting given explicitly always wins over the
+profile. DATABASE_URL is read by `quasar.database_url`.
 """
 
 from __future__ import annotations
@@ -19,85 +20,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EMBEDDED_NETWORK = "embedded"
-#: The network names the bittensor SDK resolves (`bittensor.settings.NETWORKS`, SDK 11.3); any other
-#: SUBTENSOR_NETWORK must be `embedded` or a ws:// / wss:// URL.
-NAMED_NETWORKS = ("finney", "test", "archive", "devnet", "local")
-#: NETUID where it is left unset: the subnet's uid on each network, as the original subnet documents
-#: it (383 on testnet); 24 everywhere else (finney, the embedded dev chain, local nodes and URLs).
-DEFAULT_NETUIDS = {"test": 383}
-DEFAULT_NETUID = 24
-
-# Values that differ between the embedded (local) profile and a real chain. A key present in the
-# environment overrides both.
-_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "embedded": {
-        "block_time_seconds": 1.0,
-        "blocks_until_reveal": 5,
-        "reveal_window_blocks": 100,
-        "round_blocks": 120,
-        "finalize_grace_blocks": 30,
-        "evaluations_per_submission": 1,
-        "auto_rounds": True,
-        "min_validator_stake": 0.0,
-        "weights_interval_blocks": 20,
-        "sandbox_require": "namespaces",
-    },
-    "chain": {
-        "block_time_seconds": 12.0,
-        "blocks_until_reveal": 100,
-        "reveal_window_blocks": 600,
-        "round_blocks": 7200,
-        "finalize_grace_blocks": 300,
-        "evaluations_per_submission": 3,
-        "auto_rounds": True,
-        "min_validator_stake": 1000.0,
-        "weights_interval_blocks": 360,
-        "sandbox_require": "bwrap",
-    },
-}
-
-#: What a right DATABASE_URL looks like, for error messages.
-DATABASE_URL_EXAMPLE = "postgresql://user:password@host:5432/quasar (or sqlite:///path/to/validator_api.db)"
-#: The spellings of a PostgreSQL URL people bring: Render and Heroku hand out postgres://, the
-#: original subnet used psycopg2. All go through psycopg 3, the driver this project installs.
-_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg")
-_SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
-
-
-def normalise_database_url(url: str) -> str:
-    """`url` with any PostgreSQL spelling rewritten to the installed driver (postgresql+psycopg://).
-
-    The one place a DATABASE_URL is interpreted: the settings, the engine and the migrations all
-    call it. Anything but PostgreSQL or SQLite raises ValueError with a one-line reason that never
-    repeats the URL (it may hold a password).
-    """
-    from sqlalchemy.engine import make_url  # here: only the API and its CLI need SQLAlchemy
-    from sqlalchemy.exc import ArgumentError
-
-    example = f"e.g. DATABASE_URL={DATABASE_URL_EXAMPLE}"
-    url = url.strip()
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or not scheme:
-        raise ValueError(f"DATABASE_URL is not a URL; {example}")
-    if scheme in _POSTGRES_SCHEMES:
-        if not rest:
-            raise ValueError(f"DATABASE_URL names no server after {scheme}://; {example}")
-        url = "postgresql+psycopg://" + rest
-    elif scheme not in _SQLITE_SCHEMES:
-        raise ValueError(
-            f"DATABASE_URL is a {scheme}:// URL, which the API cannot use (it runs on PostgreSQL through "
-            f"psycopg 3, or SQLite); {example}"
-        )
-    try:
-        make_url(url)
-    except (ArgumentError, ValueError):  # e.g. a port that is not a number
-        raise ValueError(
-            f"DATABASE_URL is not a valid {scheme}:// URL (a port that is not a number? special characters "
-            f"in the password must be percent-encoded); {example}"
-        ) from None
-    return url
+from quasar.database_url import normalise_database_url
+from quasar.profiles import (
+    DEFAULT_NETUID,
+    DEFAULT_NETUIDS,
+    EMBEDDED_NETWORK,
+    NAMED_NETWORKS,
+    PROFILE_DEFAULTS,
+)
 
 
 class Settings(BaseSettings):
@@ -434,7 +364,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _apply_profile(self) -> Settings:
-        profile = _PROFILE_DEFAULTS["embedded" if self.is_embedded else "chain"]
+        profile = PROFILE_DEFAULTS["embedded" if self.is_embedded else "chain"]
         for name, value in profile.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)

@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 # --- one-line errors of the settings -----------------------------------------------------------------
 def example_value(field_name: str) -> str | None:
     """A right value of the setting `field_name` as it would be written in `.env`, if one is known."""
-    from quasar.config import _PROFILE_DEFAULTS, DATABASE_URL_EXAMPLE, Settings
+    from quasar.config import Settings
+    from quasar.database_url import DATABASE_URL_EXAMPLE
+    from quasar.profiles import PROFILE_DEFAULTS
 
     if field_name == "database_url":
         return DATABASE_URL_EXAMPLE
@@ -118,7 +120,7 @@ def example_value(field_name: str) -> str | None:
         return None
     value: Any = field.default
     if value is None:
-        value = _PROFILE_DEFAULTS["chain"].get(field_name)
+        value = PROFILE_DEFAULTS["chain"].get(field_name)
     if value is None:
         return None
     if isinstance(value, bool):

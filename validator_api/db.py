@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
-from quasar.config import normalise_database_url
+from quasar.database_url import normalise_database_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from quasar.config import normalise_database_url
+from quasar.database_url import normalise_database_url
 from validator_api.db import make_engine
 
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -3,7 +3,7 @@ lapses, and the round ends as it would have (the honest miner on top, the cheate
 
 Real processes throughout: the API (`quasar api`) on SQLite, the dev chain, and `quasar validator`,
 killed with its whole process group (its sandbox dies with it) and started again. Submissions are
-committed and revealed through the API as a miner would (`quasar.local.submit_scripted`).
+committed and revealed through the API as a miner would (`quasar.local.kernels.submit_scripted`).
 """
 
 from __future__ import annotations
@@ -20,16 +20,9 @@ import pytest
 
 from quasar.client import ValidatorApiClient
 from quasar.config import Settings
-from quasar.local import (
-    ZEROS_KERNEL,
-    make_kernel_repo,
-    managed,
-    prepare_chain_and_wallets,
-    stop_group,
-    submit_scripted,
-    wait_for,
-    wait_healthy,
-)
+from quasar.local.hotkeys import prepare_chain_and_wallets
+from quasar.local.kernels import ZEROS_KERNEL, make_kernel_repo, submit_scripted
+from quasar.local.processes import managed, stop_group, wait_for, wait_healthy
 from quasar.wallets import load_wallet
 
 from .conftest import clean_env, free_port, rows

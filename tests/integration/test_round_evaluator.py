@@ -1,6 +1,6 @@
 """A round only combines results of one evaluator version and one baseline: the pair its first
-accepted result naming both carried (`jobs.require_round_evaluator`). Through the real API, with real
-sr25519 keys, on SQLite and PostgreSQL; and the migration that adds the pair to the rounds table."""
+accepted result naming both carried (`services.results.require_round_evaluator`). Through the real API,
+with real sr25519 keys, on SQLite and PostgreSQL; and the migration that adds the pair to the rounds table."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ from bittensor import http_auth
 from bittensor.sp_core import Keypair
 
 import quasar
-from quasar import client as client_module
 from quasar.client import (
     CLIENT_VERSION_HEADER,
     ApiError,
@@ -31,6 +30,7 @@ from quasar.client import (
     ServerError,
     ValidatorApiClient,
 )
+from quasar.client import api as client_module
 from quasar.signing import verify_request
 
 API = Keypair.create_from_uri("//QuasarApi")

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from quasar.local import port_is_free
+from quasar.local.processes import port_is_free
 
 
 def _listener(host: str) -> socket.socket:

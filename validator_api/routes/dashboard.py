@@ -2,7 +2,7 @@
 
 Pages: `/` (the current round; `?round_id=N` any past one), `/miners/{hotkey}` and `/validators`.
 All are read-only and public, like the leaderboard they are built from; their data comes from
-`services/dashboard_queries.py` and their HTML from `validator_api/dashboard.py`. Every page
+`services/dashboard_queries/` and their HTML from `validator_api/dashboard/`. Every page
 carries a strict Content-Security-Policy: only its own inline style and script (by nonce) run,
 nothing is fetched from elsewhere, so even a string that slipped past escaping could not load or
 run anything. A bad `round_id` or an unknown hotkey gets a 400 or 404 page in the same frame.

@@ -12,7 +12,7 @@ from quasar import schemas
 from validator_api.auth import conflicted_hotkeys
 from validator_api.deps import Context, RowId, SessionDep, Validator
 from validator_api.errors import error_responses
-from validator_api.services import jobs as service
+from validator_api.services import jobs, results
 from validator_api.signed import SignedCall, run_signed
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -29,7 +29,7 @@ _SIGNED = error_responses(400, 401, 403, 413, 422, 503)
 async def claim(request: Request, ctx: Context) -> schemas.Job | Response:
     def lease(call: SignedCall) -> schemas.Job | None:
         conflicted = conflicted_hotkeys(call.hotkey, ctx.chain.metagraph())
-        return service.claim(
+        return jobs.claim(
             call.connection, validator=call.hotkey, settings=ctx.settings, conflicted=conflicted
         )
 
@@ -47,7 +47,7 @@ async def heartbeat(
     job_id: RowId, validator: Validator, ctx: Context, session: SessionDep
 ) -> schemas.Heartbeat:
     return await run_in_threadpool(
-        service.heartbeat, session, job_id, validator=validator.hotkey, settings=ctx.settings
+        jobs.heartbeat, session, job_id, validator=validator.hotkey, settings=ctx.settings
     )
 
 
@@ -62,6 +62,6 @@ async def result(
 ) -> schemas.JobResultAccepted:
     conflicted = conflicted_hotkeys(validator.hotkey, await run_in_threadpool(ctx.chain.metagraph))
     return await run_in_threadpool(
-        service.post_result, session, job_id, validator=validator.hotkey, result=body, settings=ctx.settings,
+        results.post_result, session, job_id, validator=validator.hotkey, result=body, settings=ctx.settings,
         conflicted=conflicted,
     )  # fmt: skip

@@ -1,41 +1,13 @@
-"""Typed, signed HTTP client for the Validator API (HTTP contract v1, DESIGN §4).
-
-One method per route, each returning the wire model of `quasar.schemas`. Requests that change state
-(and owner/validator routes) are signed with the wallet's hotkey for the API's hotkey, which the
-client learns from ``GET /v1/info``; every send, retries included, carries a fresh nonce.
-
-Retries: only idempotent calls — every GET, ``heartbeat`` and ``post_result`` (the API accepts an
-identical result twice) — are retried, with exponential backoff and jitter, on connection failures
-and on 429/502/503/504 (a 429's or 503's ``Retry-After`` is honoured). ``commit``, ``reveal``,
-``claim_job``, ``create_round`` and ``finalize_round`` are sent once: repeating them could commit twice
-or claim a second job, so the caller decides (a failed commit can be checked with
-``get_submission_by_commitment``).
-
-Errors: every refusal is an :class:`ApiError` carrying the API's stable ``code``, its ``detail`` and
-``request_id``; the subclass says what a caller can do about it::
-
-    ApiError
-    ├── InvalidRequest      400/413/422  fix the request (e.g. commitment_mismatch, url_not_allowed)
-    ├── AuthenticationError 401          signature, clock or key problem
-    ├── PermissionDenied    403          the hotkey lacks the role or does not own the resource
-    ├── NotFound            404          unknown round, submission or job
-    ├── Conflict            409          the state does not allow it (yet): reveal too early, duplicate
-    ├── RateLimited         429          slow down
-    ├── ServerError         5xx          the API's trouble; try later
-    ├── ApiUnavailable                   no answer at all (after retries, where allowed)
-    └── InvalidResponse                  the API answered something this client cannot read
-"""
+"""`ValidatorApiClient`: one method per route of the Validator API, signed, with retries where they are safe."""
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -43,10 +15,18 @@ from bittensor.signing import WalletLike, resolve_signer
 from pydantic import BaseModel, ValidationError
 
 from quasar import __version__
+from quasar.client.errors import (
+    REQUEST_ID_HEADER,
+    ApiUnavailable,
+    InvalidResponse,
+    NotFound,
+    ServerError,
+    error_from_response,
+    retry_after_seconds,
+)
 from quasar.schemas import (
     CommitRequest,
     CommitResponse,
-    ErrorBody,
     Health,
     Heartbeat,
     Info,
@@ -65,133 +45,19 @@ from quasar.schemas import (
 )
 from quasar.signing import BtAuth
 
-__all__ = [
-    "CLIENT_VERSION_HEADER",
-    "ApiError",
-    "ApiUnavailable",
-    "AuthenticationError",
-    "Conflict",
-    "InvalidRequest",
-    "InvalidResponse",
-    "NotFound",
-    "PermissionDenied",
-    "RateLimited",
-    "ServerError",
-    "ValidatorApiClient",
-]
-
 log = logging.getLogger("quasar.client")
 
 CLIENT_VERSION_HEADER = "X-Quasar-Client-Version"
-REQUEST_ID_HEADER = "X-Request-ID"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-# --- errors ----------------------------------------------------------------------------------------
-class ApiError(Exception):
-    """The API refused a request, or could not be reached. ``code`` is the API's stable error code."""
-
-    def __init__(self, status: int | None, code: str, detail: str, request_id: str | None = None) -> None:
-        super().__init__(f"{code}: {detail}" + (f" (HTTP {status})" if status else ""))
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.request_id = request_id
-
-
-class InvalidRequest(ApiError):
-    """400, 413 or 422: the request itself is wrong (bad body, wrong salt, URL outside the policy)."""
-
-
-class AuthenticationError(ApiError):
-    """401: unsigned, badly signed, stale (check the clock) or replayed."""
-
-
-class PermissionDenied(ApiError):
-    """403: the hotkey is not registered, lacks the role, or does not own the resource."""
-
-
-class NotFound(ApiError):
-    """404: no such round, submission or job."""
-
-
-class Conflict(ApiError):
-    """409: the current state does not allow this (too early, too late, already done, duplicate)."""
-
-
-class RateLimited(ApiError):
-    """429 after the allowed retries; ``retry_after`` is the server's hint in seconds, if any."""
-
-    retry_after: float | None = None
-
-
-class ServerError(ApiError):
-    """5xx: the API's own trouble (database or chain unavailable, internal error); try again later."""
-
-
-class ApiUnavailable(ApiError):
-    """No answer: connection refused, reset or timed out (after retries, for idempotent calls)."""
-
-
-class InvalidResponse(ApiError):
-    """The API answered with something that is not the contract's shape (wrong URL or version?)."""
-
-
-_STATUS_ERRORS: dict[int, type[ApiError]] = {
-    400: InvalidRequest,
-    401: AuthenticationError,
-    403: PermissionDenied,
-    404: NotFound,
-    409: Conflict,
-    413: InvalidRequest,
-    422: InvalidRequest,
-    429: RateLimited,
-}
-
-
-def error_from_response(response: httpx.Response) -> ApiError:
-    """The typed error for a non-2xx response, reading the API's ``{"code", "detail", "request_id"}``."""
-    status = response.status_code
-    request_id = response.headers.get(REQUEST_ID_HEADER)
-    try:
-        body = ErrorBody.model_validate(response.json())
-        code, detail, request_id = body.code, body.detail, body.request_id or request_id
-    except (ValueError, ValidationError):
-        # Not the API's error shape: a proxy, a load balancer or the wrong URL answered.
-        code = f"http_{status}"
-        detail = response.text.strip()[:300] or response.reason_phrase or "no detail"
-    cls = _STATUS_ERRORS.get(status) or (ServerError if status >= 500 else ApiError)
-    error = cls(status, code, detail, request_id)
-    if isinstance(error, RateLimited):
-        error.retry_after = _retry_after(response)
-    return error
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if there is one."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
-# --- the client ------------------------------------------------------------------------------------
 class ValidatorApiClient:
     """Synchronous client of the Validator API.
 
@@ -473,7 +339,7 @@ class ValidatorApiClient:
                 auth = self._auth_for_api()
                 continue
             if response.status_code in retry_statuses and attempt < attempts:
-                retry_after = _retry_after(response)
+                retry_after = retry_after_seconds(response)
                 if retry_after is None or retry_after <= self.max_retry_after:
                     self._wait(
                         attempt, retry_after, f"HTTP {response.status_code} ({error.code}) on {method} {path}"
