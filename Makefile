@@ -17,7 +17,7 @@ DEMO_ARGS ?=
 help:
 	@echo "make demo   - run the local subnet on embedded defaults (Ctrl-C stops it)"
 	@echo "make test   - install what is needed and run the test suite"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and the import layering (lint-imports)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,11 +37,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-prereqs.sh
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .quasar .pytest_cache .ruff_cache
