@@ -632,6 +632,8 @@ def test_gpu_work_hidden_from_the_call_is_timed_or_caught(submit, source: str) -
     gpu = {"device": "cuda", "gpu_index": 0, "wall_s": 600, "memory_mb": 32768, "scratch_mb": 4096}
     honest = submit(None, **gpu)
     _passes(honest)
+    # The honest kernel's outputs were allocated where the parent reads them: nothing was copied.
+    assert honest.wall["comparison"]["outputs_copied"] == 0, honest.wall["comparison"]
     report = submit(source, **gpu)
     print(
         f"honest {honest.median_ms:.3f} ms; hidden {report.verdict} {report.reason or ''} {report.median_ms} ms"
