@@ -82,7 +82,7 @@ _LOG_TAIL_CHARS = 4000
 
 #: Changes whenever what a result's numbers mean changes (cases, timing protocol, statistics): a
 #: round combines only results of one version.
-EVALUATOR_VERSION = "2026.12.03.3"
+EVALUATOR_VERSION = "2026.12.07.1"
 
 
 @functools.cache
