@@ -1,4 +1,4 @@
-"""Evaluation jobs: claim and heartbeat (the lease). Results are `services.results`'.
+"""Evaluation jobs: claim and heartbeat (the lease); a held job's result is `services.results`'s work.
 
 A claim takes a lapsed lease if there is one, else the oldest queued job. On PostgreSQL it locks
 the chosen row with `FOR UPDATE SKIP LOCKED`, so concurrent validators each get a different job
