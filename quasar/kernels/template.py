@@ -101,7 +101,11 @@ o_t     = S_t^T q_t
 ```
 
 `reference.py` (`naive_quasar`) is that definition, written out; `chunked.py` is a readable chunked
-PyTorch version; `fast/` (when present) holds the Triton baseline kernels.
+PyTorch version; `fast/` (when present) holds the Triton baseline kernels. Their launch settings
+(segment length, warps, stages) are knobs declared in `fast/tuning.py`; `fast/tuned.json` holds the
+settings tuned for each GPU, by the name `torch.cuda.get_device_name` gives, and the kernels read it at
+import (the miner's `tune` strategy searches the knobs and writes it). Validators run your commit, so
+they launch with your table's settings on a GPU it names, and with the defaults elsewhere.
 
 ## What is checked
 

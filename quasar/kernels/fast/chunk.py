@@ -22,7 +22,38 @@ from ..reference import validate_inputs
 from .config import CHUNK_SIZE, MAX_HEAD_DIM
 from .output import quasar_fwd_output
 from .segments import choose_segment_chunks, num_sms, plan_segments, segment_start_states
+from .tuning import Settings, choices, settings_for
 from .wy import quasar_fwd_wy
+
+
+def _segment_chunks(
+    B: int, T: int, H: int, bounds: list[tuple[int, int]] | None, device: torch.device, settings: Settings
+) -> int:
+    total_chunks = (
+        B * triton.cdiv(T, CHUNK_SIZE) if bounds is None else sum(triton.cdiv(e - s, CHUNK_SIZE) for s, e in bounds)
+    )
+    return choose_segment_chunks(total_chunks, H, num_sms(device), settings)
+
+
+def launch_settings(
+    B: int, T: int, H: int, bounds: list[tuple[int, int]] | None, device: torch.device, settings: Settings
+) -> dict[str, object]:
+    """What ``quasar_fwd`` launches for inputs of this shape under ``settings``: the segment length and
+    each kernel's (warps, stages) choices (several: autotuned). Settings with equal answers run the
+    same kernels the same way, so a tuner times only one of them."""
+    L = _segment_chunks(B, T, H, bounds, device, settings)
+    launched: dict[str, object] = {
+        "wy": [choices("wy_num_warps", settings.wy_num_warps), (1,)],
+        "output": [choices("output_num_warps", settings.output_num_warps),
+                   choices("output_num_stages", settings.output_num_stages)],
+    }  # fmt: skip
+    if plan_segments(B, T, bounds, L, torch.device("cpu")).split:
+        launched["chunks_per_segment"] = L
+        launched["map"] = [choices("map_num_warps", settings.map_num_warps),
+                           choices("map_num_stages", settings.map_num_stages)]  # fmt: skip
+        launched["scan"] = [choices("scan_num_warps", settings.scan_num_warps),
+                            choices("scan_num_stages", settings.scan_num_stages)]  # fmt: skip
+    return launched
 
 
 def quasar_fwd(
@@ -35,8 +66,13 @@ def quasar_fwd(
     cu_seqlens: torch.Tensor | None,
     bounds: list[tuple[int, int]] | None,
     segment_chunks: int | None = None,
+    settings: Settings | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The Triton forward on validated, contiguous inputs; ``segment_chunks`` overrides the heuristic."""
+    """The Triton forward on validated, contiguous inputs.
+
+    ``settings``: the launch settings (``tuning``); None reads them for q's device (the tuned table,
+    else the defaults). ``segment_chunks`` overrides the segment length they give.
+    """
     B, T, H, K = q.shape
     V = v.shape[-1]
     if not (16 <= K <= MAX_HEAD_DIM and 16 <= V <= MAX_HEAD_DIM):
@@ -45,21 +81,18 @@ def quasar_fwd(
             "quasar.kernels.chunk_quasar_torch computes any size (at PyTorch speed)"
         )
     num_states = B if bounds is None else len(bounds)
+    settings = settings or settings_for(q.device)
     if segment_chunks is None:
-        total_chunks = (
-            B * triton.cdiv(T, CHUNK_SIZE) if bounds is None
-            else sum(triton.cdiv(e - s, CHUNK_SIZE) for s, e in bounds)
-        )
-        segment_chunks = choose_segment_chunks(total_chunks, H, num_sms(q.device))
+        segment_chunks = _segment_chunks(B, T, H, bounds, q.device, settings)
     plan = plan_segments(B, T, bounds, segment_chunks, q.device)
 
-    w, u = quasar_fwd_wy(k, v, beta, cu_seqlens, plan.chunk_indices, plan.num_chunks)
+    w, u = quasar_fwd_wy(k, v, beta, cu_seqlens, plan.chunk_indices, plan.num_chunks, settings)
     if plan.split:
-        h_in = segment_start_states(k, w, u, initial_state, cu_seqlens, plan, num_states)
+        h_in = segment_start_states(k, w, u, initial_state, cu_seqlens, plan, num_states, settings)
     else:
         # One segment per sequence: segment index == sequence index, so initial_state is h_in as is.
         h_in = initial_state
-    return quasar_fwd_output(q, k, w, u, h_in, cu_seqlens, plan, num_states, output_final_state)
+    return quasar_fwd_output(q, k, w, u, h_in, cu_seqlens, plan, num_states, output_final_state, settings)
 
 
 class ChunkQuasarFunction(torch.autograd.Function):

@@ -1,10 +1,12 @@
-"""Constants and autotune choices shared by the fast QuasarAttention kernels."""
+"""Constants shared by the fast QuasarAttention kernels, and how a kernel is launched with its warps and stages."""
 
 from __future__ import annotations
 
 import os
+from functools import cache
 
 import triton
+from triton.runtime.errors import OutOfResources
 
 #: Tokens per chunk: the WY solve works on four 16-token blocks, and 64 keeps every tile a tensor-core shape.
 CHUNK_SIZE = 64
@@ -32,6 +34,34 @@ def autotune_configs(num_warps: tuple[int, ...], num_stages: tuple[int, ...]) ->
     if INTERPRET:
         return [triton.Config({}, num_warps=num_warps[0], num_stages=num_stages[0])]
     return [triton.Config({}, num_warps=w, num_stages=s) for w in num_warps for s in num_stages]
+
+
+#: What the autotuner's pick depends on, for every autotuned kernel here.
+AUTOTUNE_KEY = ["H", "K", "V", "PRECISION"]
+
+
+@cache
+def _autotuned(kernel: triton.JITFunction, num_warps: tuple[int, ...], num_stages: tuple[int, ...]):
+    return triton.autotune(configs=autotune_configs(num_warps, num_stages), key=AUTOTUNE_KEY)(kernel)
+
+
+def launch(kernel: triton.JITFunction, grid: tuple[int, ...], num_warps: tuple[int, ...],
+           num_stages: tuple[int, ...], *args, **kwargs) -> None:  # fmt: skip
+    """Run ``kernel`` with the one (warps, stages) pair given, or the autotuner's pick among several.
+
+    The pairs come from the settings (``tuning.choices``). A setting is tuned at one shape but applies
+    to all: where its stages do not fit in shared memory (fp32 at K=128 fits one), the launch falls
+    back to one stage, as the autotuner would skip that configuration.
+    """
+    if len(num_warps) > 1 or len(num_stages) > 1:
+        _autotuned(kernel, num_warps, num_stages)[grid](*args, **kwargs)
+        return
+    try:
+        kernel[grid](*args, **kwargs, num_warps=num_warps[0], num_stages=num_stages[0])
+    except OutOfResources:
+        if num_stages[0] == 1:
+            raise
+        kernel[grid](*args, **kwargs, num_warps=num_warps[0], num_stages=1)
 
 
 def dot_precision(dtype) -> str:

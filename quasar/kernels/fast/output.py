@@ -17,12 +17,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs, block_size, dot_precision
+from .config import CHUNK_SIZE, block_size, dot_precision, launch
 from .segments import SegmentPlan, segment_bounds
+from .tuning import Settings, choices, settings_for
 
 
-# 1 to 3 stages of the per-chunk loads: 3 hides latency best for bf16 at K=64; fp32 at K=128 only fits 1.
-@triton.autotune(configs=autotune_configs(num_warps=(4, 8), num_stages=(2, 3, 1)), key=["H", "K", "V", "PRECISION"])
+# Warps and stages come from the settings (tuning.py): 1 to 3 stages of the per-chunk loads, 3 hid
+# latency best for bf16 at K=64, fp32 at K=128 only fits 1.
 @triton.jit(do_not_specialize=["T", "NSEG_PER", "L"])
 def quasar_fwd_output_kernel(
     q,
@@ -101,17 +102,25 @@ def quasar_fwd_output(
     plan: SegmentPlan,
     num_states: int,
     output_final_state: bool,
+    settings: Settings | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(o [B,T,H,V] in q's dtype, final state [N,H,K,V] fp32 or None)``; h_in: ``[segments,H,K,V]``."""
+    """``(o [B,T,H,V] in q's dtype, final state [N,H,K,V] fp32 or None)``; h_in: ``[segments,H,K,V]``.
+
+    ``settings``: the launch settings (``tuning``); None reads them for q's device.
+    """
     B, T, H, K = q.shape
     V = u.shape[-1]
     BV = min(64, block_size(V))
     o = q.new_empty(B, T, H, V)
     ht = q.new_empty(num_states, H, K, V, dtype=torch.float32) if output_final_state else None
+    settings = settings or settings_for(q.device)
     grid = (triton.cdiv(V, BV), plan.num_segments, H)
-    quasar_fwd_output_kernel[grid](
+    launch(
+        quasar_fwd_output_kernel, grid, choices("output_num_warps", settings.output_num_warps),
+        choices("output_num_stages", settings.output_num_stages),
         q, k, w, u, o, h_in, ht, cu_seqlens, plan.segment_indices, T, plan.segments_per_seq,
         plan.chunks_per_segment, H=H, K=K, V=V, BT=CHUNK_SIZE, BK=block_size(K), BV=BV,
-        PRECISION=dot_precision(q.dtype), USE_H_IN=h_in is not None, STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None,
+        PRECISION=dot_precision(q.dtype), USE_H_IN=h_in is not None, STORE_FINAL_STATE=output_final_state,
+        IS_VARLEN=cu_seqlens is not None,
     )
     return o, ht

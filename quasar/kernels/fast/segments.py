@@ -24,14 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs, block_size, dot_precision
-
-#: Below this many chunks a segment's map costs more than the parallelism it buys.
-MIN_SEGMENT_CHUNKS = 8
-#: (sequence, head, segment) programs per multiprocessor. Measured on an H100 (docs/benchmarks.md):
-#: longer segments cost the output kernel depth, shorter ones cost the scan depth; 1.5 sat within 3%
-#: of the best swept segment length at T=100k (H=8, K=64 and H=16, K=128) and T=1M.
-PROGRAMS_PER_SM = 1.5
+from .config import CHUNK_SIZE, block_size, dot_precision, launch
+from .tuning import DEFAULTS, Settings, choices, settings_for
 
 
 @dataclass(frozen=True)
@@ -65,9 +59,11 @@ def num_sms(device: torch.device) -> int:
     return 132
 
 
-def choose_segment_chunks(total_chunks: int, heads: int, sms: int) -> int:
-    """Chunks per segment so there are about PROGRAMS_PER_SM segment programs per multiprocessor."""
-    return max(MIN_SEGMENT_CHUNKS, math.ceil(total_chunks * heads / (PROGRAMS_PER_SM * sms)))
+def choose_segment_chunks(total_chunks: int, heads: int, sms: int, settings: Settings = DEFAULTS) -> int:
+    """Chunks per segment for about ``programs_per_sm`` segment programs per multiprocessor, and at
+    least ``min_segment_chunks`` (``tuning``)."""
+    programs = settings.programs_per_sm * sms
+    return max(settings.min_segment_chunks, math.ceil(total_chunks * heads / programs))
 
 
 def plan_segments(
@@ -126,8 +122,8 @@ def segment_bounds(i_s, cu_seqlens, segment_indices, T, NSEG_PER, L, BT: tl.cons
     return i_n, bos, T, c0, c1, NT
 
 
-# 1 to 3 stages of the per-chunk loads: 3 hides latency best for bf16 at K=64; fp32 at K=128 only fits 1.
-@triton.autotune(configs=autotune_configs(num_warps=(4, 8), num_stages=(2, 3, 1)), key=["H", "K", "V", "PRECISION"])
+# Warps and stages come from the settings (tuning.py): 1 to 3 stages of the per-chunk loads, 3 hid
+# latency best for bf16 at K=64, fp32 at K=128 only fits 1.
 @triton.jit(do_not_specialize=["T", "NSEG_PER", "L"])
 def quasar_fwd_segment_map_kernel(
     k,
@@ -239,25 +235,33 @@ def segment_start_states(
     cu_seqlens: torch.Tensor | None,
     plan: SegmentPlan,
     num_states: int,
+    settings: Settings | None = None,
 ) -> torch.Tensor:
-    """The state every segment starts from, ``[num_segments, H, K, V]`` fp32."""
+    """The state every segment starts from, ``[num_segments, H, K, V]`` fp32.
+
+    ``settings``: the launch settings (``tuning``); None reads them for k's device.
+    """
     B, T, H, K = k.shape
     V = u.shape[-1]
     BK = block_size(K)
     BC = min(64, block_size(min(K, V)))
+    settings = settings or settings_for(k.device)
     seg_m = k.new_empty(plan.num_segments, H, K, K, dtype=torch.float32)
     seg_n = k.new_empty(plan.num_segments, H, K, V, dtype=torch.float32)
     grid = (triton.cdiv(K, BC) + triton.cdiv(V, BC), plan.num_segments, H)
-    quasar_fwd_segment_map_kernel[grid](
-        k, w, u, seg_m, seg_n, cu_seqlens, plan.segment_indices, T, plan.segments_per_seq,
-        plan.chunks_per_segment, H=H, K=K, V=V, BT=CHUNK_SIZE, BK=BK, BC=BC, PRECISION=dot_precision(k.dtype),
-        IS_VARLEN=cu_seqlens is not None,
+    launch(
+        quasar_fwd_segment_map_kernel, grid, choices("map_num_warps", settings.map_num_warps),
+        choices("map_num_stages", settings.map_num_stages),
+        k, w, u, seg_m, seg_n, cu_seqlens, plan.segment_indices, T, plan.segments_per_seq, plan.chunks_per_segment,
+        H=H, K=K, V=V, BT=CHUNK_SIZE, BK=BK, BC=BC, PRECISION=dot_precision(k.dtype), IS_VARLEN=cu_seqlens is not None,
     )
     seg_h = torch.empty_like(seg_n)
     BV = min(64, block_size(V))
-    quasar_fwd_segment_scan_kernel[(triton.cdiv(V, BV), num_states * H)](
+    launch(
+        quasar_fwd_segment_scan_kernel, (triton.cdiv(V, BV), num_states * H),
+        choices("scan_num_warps", settings.scan_num_warps), choices("scan_num_stages", settings.scan_num_stages),
         seg_m, seg_n, seg_h, initial_state, plan.segment_offsets, plan.segments_per_seq,
         H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
-        IS_VARLEN=cu_seqlens is not None, num_warps=4, num_stages=2,
+        IS_VARLEN=cu_seqlens is not None,
     )
     return seg_h

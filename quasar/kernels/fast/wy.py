@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import CHUNK_SIZE, autotune_configs, block_size, dot_precision
+from .config import CHUNK_SIZE, block_size, dot_precision, launch
+from .tuning import Settings, choices, settings_for
 
 
 @triton.jit
@@ -60,7 +61,6 @@ def _inverse_of_diagonal_blocks(a, BT: tl.constexpr, BS: tl.constexpr):
     return full + (rows[:, None] == rows[None, :]).to(tl.float32)
 
 
-@triton.autotune(configs=autotune_configs(num_warps=(4, 8), num_stages=(1,)), key=["H", "K", "V", "PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def quasar_fwd_wy_kernel(
     k,
@@ -127,16 +127,26 @@ def quasar_fwd_wy(
     cu_seqlens: torch.Tensor | None,
     chunk_indices: torch.Tensor | None,
     num_chunks: int,
+    settings: Settings | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(w [B,T,H,K], u [B,T,H,V])`` in k's dtype; ``num_chunks`` counts chunks over all sequences."""
+    """``(w [B,T,H,K], u [B,T,H,V])`` in k's dtype; ``num_chunks`` counts chunks over all sequences.
+
+    ``settings``: the launch settings (``tuning``); None reads them for k's device.
+    """
     B, T, H, K = k.shape
     V = v.shape[-1]
     w = torch.empty_like(k)
     u = torch.empty_like(v)
     if num_chunks == 0:
         return w, u
+    settings = settings or settings_for(k.device)
     grid = (num_chunks, B * H)
-    quasar_fwd_wy_kernel[grid](
+    # One stage: the kernel loads its chunk once, there is no loop over memory to pipeline.
+    launch(
+        quasar_fwd_wy_kernel,
+        grid,
+        choices("wy_num_warps", settings.wy_num_warps),
+        (1,),
         k,
         v,
         beta,

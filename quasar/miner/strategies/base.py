@@ -51,7 +51,7 @@ class Context:
 
     # -- measuring --
     @contextmanager
-    def _snapshot(self, rev: str | None) -> Iterator[Path]:
+    def snapshot(self, rev: str | None) -> Iterator[Path]:
         """A temp copy of ``fla/`` at ``rev`` (None: the working files), so a bench never sees later edits."""
         with tempfile.TemporaryDirectory(prefix="quasar-candidate-") as tmp:
             root = Path(tmp)
@@ -74,7 +74,7 @@ class Context:
         cached = self.state.bench_cache.get(tree)
         if cached is not None and cached.verdict != "error":
             return cached
-        with self._snapshot(rev) as root:
+        with self.snapshot(rev) as root:
             result = self.bench.run(root, tree)
         if result.verdict != "error":  # the harness's own trouble is not the kernel's property
             self.state.remember_bench(result)

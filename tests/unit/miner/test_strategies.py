@@ -1,4 +1,4 @@
-"""Strategy pieces that need no bench: knobs, patch extraction, the keep-or-discard rule."""
+"""Strategy pieces that need no bench: patch extraction, the keep-or-discard rule (the tuner: test_tune.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ from quasar.miner.bench import BenchRunner, scrubbed_env
 from quasar.miner.state import BenchResult, MinerState
 from quasar.miner.strategies import Context
 from quasar.miner.strategies.agent import extract_patch
-from quasar.miner.strategies.tune import KNOBS, TuneStrategy
-from quasar.miner.workspace import Workspace
-
-
-def context(ws: Workspace) -> Context:
-    return Context(ws, MinerState(), lambda: None, BenchRunner(device="cpu"), threading.Event())
 
 
 def result(speedup: float | None, verdict: str = "pass", median: float | None = 10.0) -> BenchResult:
@@ -25,17 +19,6 @@ def result(speedup: float | None, verdict: str = "pass", median: float | None = 
         median_ms=median,
         reason=None if verdict == "pass" else "wrong_output",
     )
-
-
-def test_tune_reads_and_writes_the_cpu_chunk_size(tmp_path: Path) -> None:
-    ws = Workspace(tmp_path / "ws", "b")
-    ws.prepare(source=None, submit_url=None)
-    tune, ctx = TuneStrategy("cpu"), context(ws)
-    chunk = next(k for k in KNOBS if k.name == "DEFAULT_CHUNK_SIZE")
-    assert tune.read(ctx, chunk) == 64
-    tune.write(ctx, chunk, 32)
-    assert tune.read(ctx, chunk) == 32 and ws.kernel_dirty()
-    assert "DEFAULT_CHUNK_SIZE = 32\n" in (ws.path / "fla/ops/quasar/chunked.py").read_text()
 
 
 def test_keep_only_correct_and_faster_by_the_margin(tmp_path: Path) -> None:
