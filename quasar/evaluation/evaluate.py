@@ -22,174 +22,39 @@ The sequence, and why it is in this order:
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import os
 import secrets
 import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from quasar.bench.schema import (
-    VERDICT_ERROR,
-    VERDICT_FAIL,
-    VERDICT_PASS,
-    BenchReport,
-    CaseResult,
-    Timing,
-)
+from quasar.bench.schema import VERDICT_ERROR, VERDICT_FAIL, VERDICT_PASS, CaseResult, Timing
 from quasar.reasons import (
     REASON_CHECKER_FAILED,
-    REASON_CPU_TIME_LIMIT,
-    REASON_DISK_LIMIT,
     REASON_ENTRY_POINT,
-    REASON_FILE_SIZE_LIMIT,
     REASON_HARNESS_ERROR,
     REASON_IMPORT_FAILED,
     REASON_INCORRECT_OUTPUT,
-    REASON_MEMORY_LIMIT,
-    REASON_PROCESS_LIMIT,
     REASON_SANDBOX_UNAVAILABLE,
-    REASON_TIMEOUT,
-    REASON_WORKER_CRASHED,
-    REASON_WORKER_EXITED,
 )
 
 from .channel import Channel, Gone, Stop, fail_from_error, start_process
-from .fetch import FetchError, FetchLimits, fetch_submission
-from .sandbox import (
-    Mechanisms,
-    Requirement,
-    Sandbox,
-    SandboxLimits,
-    SandboxResult,
-    SandboxUnavailable,
-    detect,
-    forget_probes,
-)
+from .fetch import FetchError, fetch_submission
+from .kernel_cache import merge_cache
+from .options import EVALUATOR_VERSION, EvaluationOptions, baseline_id
+from .report import EvaluationReport, death_reason, percentile
+from .sandbox import Sandbox, SandboxResult, SandboxUnavailable, forget_probes
 from .timed_runs import Comparison, ComparisonPlan, TimedComparison
 
-if TYPE_CHECKING:
-    from quasar.config import Settings
+#: What other modules import from here (the options and the report live in their own modules).
+__all__ = ["EVALUATOR_VERSION", "EvaluationOptions", "EvaluationReport", "baseline_id", "evaluate"]
 
 log = logging.getLogger(__name__)
 
 _LOG_TAIL_CHARS = 4000
-
-#: Changes whenever what a result's numbers mean changes (cases, timing protocol, statistics): a
-#: round combines only results of one version.
-EVALUATOR_VERSION = "2026.12.07.1"
-
-
-@functools.cache
-def baseline_id() -> str:
-    """sha256 of the trusted baseline's sources (``quasar/kernels``): what the speed-up is against.
-    Read once per process: a validator whose code changes restarts."""
-    import hashlib
-
-    import quasar.kernels
-
-    root = Path(quasar.kernels.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-@dataclass
-class EvaluationOptions:
-    """How to evaluate. Defaults suit a validator; tests shrink the limits."""
-
-    device: str = "cpu"
-    gpu_index: int | None = None
-    seed: int | None = None
-    quick: bool = False
-    dev_mode: bool = False
-    allowed_hosts: list[str] = field(default_factory=lambda: ["github.com"])
-    #: The isolation a run must get (``SANDBOX_REQUIRE``); see ``sandbox.detect``.
-    sandbox_require: Requirement = "namespaces"
-    allow_unsandboxed: bool = False
-    cgroup_parent: str | None = None
-    limits: SandboxLimits = field(default_factory=SandboxLimits)
-    fetch_limits: FetchLimits = field(default_factory=FetchLimits)
-    #: Longest the import of the entry point may take (it is also bounded by ``limits.wall_s``).
-    import_timeout_s: float = 300.0
-    #: Trusted timing: batches, pairs and checks; None picks ``ComparisonPlan.for_device``.
-    comparison: ComparisonPlan | None = None
-    #: The validator's cache of the baseline's compiled kernels (Triton): filled only by the
-    #: baseline's worker, copied into each worker's own cache at start; None: none kept.
-    kernel_cache_dir: str | None = None
-    #: A speed-up counts only if its interval's low end reaches 1 + this (``WIN_MARGIN``).
-    win_margin: float = 0.01
-    work_dir: str | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, device: str = "cpu", gpu_index: int | None = None, **overrides: Any
-    ) -> EvaluationOptions:
-        """The options a validator (and ``quasar evaluate``) evaluates with, from the settings."""
-        options = cls(
-            device=device, gpu_index=gpu_index, quick=settings.evaluation_quick, dev_mode=settings.dev_mode,
-            allowed_hosts=list(settings.allowed_repo_hosts), sandbox_require=settings.sandbox_require,
-            allow_unsandboxed=settings.quasar_allow_unsandboxed, cgroup_parent=settings.sandbox_cgroup_parent,
-            limits=SandboxLimits(
-                wall_s=settings.evaluation_timeout_seconds, memory_bytes=settings.sandbox_memory_mb * 2**20,
-                max_pids=settings.sandbox_max_pids,
-            ),
-            fetch_limits=FetchLimits(timeout_s=settings.fetch_timeout_seconds), win_margin=settings.win_margin,
-            kernel_cache_dir=str(settings.validator_state_path / "kernel-cache"),
-        )  # fmt: skip
-        return replace(options, **overrides)
-
-    def detect_sandbox(self) -> Mechanisms:
-        """The sandbox these options get here (``sandbox.detect``), or :class:`SandboxUnavailable`."""
-        return detect(
-            require=self.sandbox_require,
-            allow_unsandboxed=self.allow_unsandboxed,
-            cgroup_parent=self.cgroup_parent,
-        )
-
-
-@dataclass
-class EvaluationReport(BenchReport):
-    """The bench report plus what only an evaluation knows. Field names match the API's result body."""
-
-    repo_url: str | None = None
-    commit_sha: str | None = None
-    kernel_tree_hash: str | None = None
-    evaluator_version: str = EVALUATOR_VERSION
-    #: ``baseline_id()``: which baseline the speed-up is measured against.
-    baseline_id: str | None = None
-    #: The checked timed runs (each a ``CaseResult`` named ``timed_run_<n>``).
-    timed_checks: list[CaseResult] = field(default_factory=list)
-    #: Last characters of the submission's stdout/stderr.
-    log_tail: str = ""
-    sandbox: str = ""
-    warnings: list[str] = field(default_factory=list)
-    #: Parent-side measurements: ping, per-run round trip, phase wall time, in-sandbox median.
-    wall: dict[str, Any] = field(default_factory=dict)
-    #: Seconds the kernel itself ran (cases and timed runs) and what evaluation added on top.
-    kernel_seconds: float | None = None
-    evaluation_overhead_s: float | None = None
-
-    @property
-    def max_rel_error(self) -> float | None:
-        errors = [
-            e
-            for c in self.cases + self.timed_checks
-            for e in (c.rel_error, c.final_state_rel_error, c.worst_slice_rel_error)
-            if e is not None
-        ]
-        return max(errors) if errors else None
-
-
-def _percentile(sorted_ms: list[float], p: int) -> float:
-    """The ``p``-th percentile of an ascending list, by rank (no interpolation)."""
-    return sorted_ms[min(len(sorted_ms) - 1, p * len(sorted_ms) // 100)]
 
 
 def _parent_device(device_type: str, gpu_index: int | None) -> Any:
@@ -200,44 +65,6 @@ def _parent_device(device_type: str, gpu_index: int | None) -> Any:
     if device_type == "cuda":
         return torch.device("cuda", gpu_index or 0)
     return torch.device("cpu")
-
-
-def _merge_cache(source: Path, cache: Path) -> None:
-    """Add the entries of an exported Triton cache to ``cache``: each entry directory is copied
-    aside and renamed into place, so a reader never sees half of one."""
-    for entry in source.iterdir():
-        target = cache / entry.name
-        if target.exists() or not entry.is_dir():
-            continue
-        staging = cache / f".{entry.name}.{os.getpid()}.tmp"
-        shutil.copytree(entry, staging, dirs_exist_ok=True)
-        try:
-            os.rename(staging, target)
-        except OSError:  # another validator process added it first
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _death_reason(result: SandboxResult, what: str, *, hung: bool = False) -> tuple[str, str]:
-    """Why a sandboxed process stopped (or, ``hung``, stopped answering), as (reason, detail)."""
-    import signal
-
-    # A cap that was hit explains a hang or a death better than the timeout that followed it.
-    if result.memory_exceeded:
-        return REASON_MEMORY_LIMIT, f"{what}: the memory limit was reached"
-    if result.pids_exceeded:
-        return REASON_PROCESS_LIMIT, f"{what}: the process limit was reached (do not start processes)"
-    if result.scratch_exceeded:
-        return REASON_DISK_LIMIT, f"{what}: wrote more than the scratch limit"
-    if result.timed_out or hung:
-        return REASON_TIMEOUT, f"{what}: no answer within the time limit; the whole process tree was killed"
-    sig = result.killed_by_signal
-    if sig == signal.SIGXCPU:
-        return REASON_CPU_TIME_LIMIT, f"{what}: the CPU-time limit was reached"
-    if sig == signal.SIGXFSZ:
-        return REASON_FILE_SIZE_LIMIT, f"{what}: wrote a file larger than the limit"
-    if result.returncode == 0:
-        return REASON_WORKER_EXITED, f"{what}: the process exited before the evaluation finished"
-    return REASON_WORKER_CRASHED, f"{what}: the process died (exit status {result.returncode})"
 
 
 def evaluate(repo_url: str, commit_sha: str, options: EvaluationOptions | None = None) -> EvaluationReport:
@@ -305,6 +132,11 @@ class _Evaluation:
         self.plan = options.comparison or ComparisonPlan.for_device(report.device_type, options.quick)
         self.comparison: TimedComparison | None = None
         self._phase_started = time.monotonic()
+        # Only Triton kernels compile (GPU); the CPU path has nothing to cache.
+        self.kernel_cache: Path | None = None
+        if options.kernel_cache_dir is not None and report.device_type == "cuda":
+            self.kernel_cache = Path(options.kernel_cache_dir).expanduser()
+            self.kernel_cache.mkdir(parents=True, exist_ok=True)
 
     def _phase(self, name: str) -> None:
         """Record how long the phase that ends now took (``wall.phases``: where the time goes)."""
@@ -324,7 +156,7 @@ class _Evaluation:
             hung = not gone.ended
             result = self.worker.process.finish(kill=hung, wait_s=5.0)
             self._absorb(result)
-            reason, detail = _death_reason(result, where, hung=hung)
+            reason, detail = death_reason(result, where, hung=hung)
             raise Stop(VERDICT_FAIL, reason, detail) from None
 
     def _absorb(self, result: SandboxResult) -> None:
@@ -430,27 +262,17 @@ class _Evaluation:
         # Before any submission code is loaded: the empty batch's cost and the baseline alone.
         self.comparison.calibrate(self.baseline_worker)
 
-    def _kernel_cache(self) -> Path | None:
-        # Only Triton kernels compile (GPU); the CPU path has nothing to cache.
-        if self.o.kernel_cache_dir is None or self.report.device_type != "cuda":
-            return None
-        cache = Path(self.o.kernel_cache_dir).expanduser()
-        cache.mkdir(parents=True, exist_ok=True)
-        return cache
-
     def _cache_mount(self) -> dict[str, Path]:
-        cache = self._kernel_cache()
-        return {} if cache is None else {"kernel-cache": cache}
+        return {} if self.kernel_cache is None else {"kernel-cache": self.kernel_cache}
 
     def _cache_inside(self) -> str | None:
-        cache = self._kernel_cache()
-        return None if cache is None else self.sandbox.inside("kernel-cache", cache)
+        return None if self.kernel_cache is None else self.sandbox.inside("kernel-cache", self.kernel_cache)
 
     def _warm_kernel_cache(self, scratch: Path) -> None:
         """Once per baseline version: the baseline's worker compiles every case's kernels and the
         parent adds them to the validator's cache. Only this worker, which never imports submission
         code, ever writes there; submissions get copies."""
-        cache = self._kernel_cache()
+        cache = self.kernel_cache
         if cache is None:
             return
         marker = cache / f".warm-{self.report.device_type}-{baseline_id()[:16]}"
@@ -464,7 +286,7 @@ class _Evaluation:
         self._side_call(self.baseline_worker, "baseline", "export")
         exported = scratch / "kernel-cache"
         if exported.is_dir():
-            _merge_cache(exported, cache)
+            merge_cache(exported, cache)
             shutil.rmtree(exported, ignore_errors=True)
         marker.touch()
         log.info(
@@ -564,7 +386,7 @@ class _Evaluation:
         }  # fmt: skip
         timing = Timing(
             shape=spec.shape_dict(), dtype=spec.dtype_name, device=self.report.device, median_ms=est.median_ms,
-            p10_ms=_percentile(calls, 10), p90_ms=_percentile(calls, 90),
+            p10_ms=percentile(calls, 10), p90_ms=percentile(calls, 90),
             runs=est.pairs * plan.slots, input_sets=plan.slots, warmup=plan.warmup_pairs * plan.slots,
             method="parent_clock_frozen_batches", baseline_ms=est.baseline_ms, speedup=est.speedup,
             speedup_ci_low=est.ci_low, speedup_ci_high=est.ci_high, inconclusive=outcome.inconclusive,

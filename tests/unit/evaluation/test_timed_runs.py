@@ -100,7 +100,7 @@ def test_interval_holds_the_true_ratio_and_narrows_with_pairs() -> None:
 
 
 def test_an_exported_kernel_cache_is_merged_entry_by_entry(tmp_path: Path) -> None:
-    from quasar.evaluation.evaluate import _merge_cache
+    from quasar.evaluation.kernel_cache import merge_cache
 
     exported, cache = tmp_path / "exported", tmp_path / "cache"
     for name, text in (("aaa", "new"), ("bbb", "new")):
@@ -108,7 +108,7 @@ def test_an_exported_kernel_cache_is_merged_entry_by_entry(tmp_path: Path) -> No
         (exported / name / "kernel.cubin").write_text(text)
     (cache / "aaa").mkdir(parents=True)
     (cache / "aaa" / "kernel.cubin").write_text("kept")
-    _merge_cache(exported, cache)
+    merge_cache(exported, cache)
     # An entry already there is never replaced; a new one arrives whole; nothing is left aside.
     assert (cache / "aaa" / "kernel.cubin").read_text() == "kept"
     assert (cache / "bbb" / "kernel.cubin").read_text() == "new"
