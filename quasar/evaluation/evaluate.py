@@ -299,10 +299,10 @@ class _Evaluation:
         o, report = self.o, self.report
         repo_inside = self.sandbox.inside("repo", self.repo)
         device = "cuda" if report.device_type == "cuda" else "cpu"
+        # The kernel cache reaches this worker with ``import``, once the baseline's worker filled it.
         reply, _ = self._startup_call(
-            "start", device=device, entry=report.entry, repo=repo_inside, quick=o.quick,
-            kernel_cache=self._cache_inside(),
-        )  # fmt: skip
+            "start", device=device, entry=report.entry, repo=repo_inside, quick=o.quick
+        )
         report.device = reply.get("device_name", report.device)
         report.environment = {"torch": str(reply.get("torch"))}
         pings = [self._startup_call("ping")[1] for _ in range(5)]
@@ -325,8 +325,9 @@ class _Evaluation:
         self.checker.send("prepare", seed=case_seed)
 
         reply, _ = self._worker_call(
-            "import", min(o.import_timeout_s, o.limits.wall_s), "importing the entry point"
-        )
+            "import", min(o.import_timeout_s, o.limits.wall_s), "importing the entry point",
+            kernel_cache=self._cache_inside(),
+        )  # fmt: skip
         if not reply.get("ok"):
             error = str(reply.get("error"))
             # The bench says "importing ... failed" when the module raised, "cannot import" when absent.

@@ -9,13 +9,14 @@ the submission's log stream).
 Commands, in the order the parent sends them:
 
 ``start``   device, entry, repo, quick, kernel_cache. Seeds this process's Triton cache from the
-            validator's read-only cache of the baseline's compiled kernels (when given), loads
-            torch; replies with versions and the device name.
+            validator's read-only cache of the baseline's compiled kernels (when given: the
+            baseline's worker), loads torch; replies with versions and the device name.
 ``warm``    seed. The baseline's worker only: runs every correctness case with the trusted kernel
             and keeps nothing but the compiled kernels.
 ``export``  The baseline's worker only: copies its Triton cache into the scratch dir, from where
             the parent adds it to the validator's cache.
-``import``  imports the entry point from the repository.
+``import``  kernel_cache. Seeds the Triton cache (the submission's worker: by now the baseline's
+            worker has filled the validator's cache), then imports the entry point.
 ``cases``   seed. Runs every correctness case and saves each ``(o, final_state)`` to the scratch
             dir with ``torch.save``; the trusted checker recomputes them elsewhere.
 ``arena``   fd, slots, target (``baseline`` or ``entry``), pool_bytes. Maps the parent's shared
@@ -75,11 +76,8 @@ class Worker(CommandServer):
     def start(
         self, device: str, entry: str, repo: str, quick: bool = False, kernel_cache: str | None = None
     ) -> None:
-        # Compiled kernels and autotuning choices come from the cache when their sources match; a
-        # submission may change its own copy, never the validator's.
         os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
-        if kernel_cache and os.environ.get("TRITON_CACHE_DIR"):
-            shutil.copytree(kernel_cache, os.environ["TRITON_CACHE_DIR"], dirs_exist_ok=True)
+        self._seed_cache(kernel_cache)
         import torch
 
         from quasar.bench.timing import device_name
@@ -91,9 +89,20 @@ class Worker(CommandServer):
         self.entry_spec, self.repo, self.quick = entry, repo, quick
         self.reply(ok=True, torch=torch.__version__, device_name=device_name(self.device))
 
-    def do_import(self) -> None:
+    def _seed_cache(self, kernel_cache: str | None) -> None:
+        """Compiled kernels and autotuning choices come from the validator's cache when their sources
+        match, so both sides run the baseline's kernels with the same picks; a submission may change
+        its own copy, never the validator's."""
+        if kernel_cache and os.environ.get("TRITON_CACHE_DIR"):
+            shutil.copytree(kernel_cache, os.environ["TRITON_CACHE_DIR"], dirs_exist_ok=True)
+
+    def do_import(self, kernel_cache: str | None = None) -> None:
         from quasar.bench.suite import EntryPointError, load_entry_point
 
+        # The submission's worker seeds its cache here, after the baseline's worker has filled the
+        # validator's cache: seeded at its start, the first evaluation of a new baseline would find
+        # it empty and autotune on its own (other picks, another speed than the baseline's).
+        self._seed_cache(kernel_cache)
         try:
             self.entry = load_entry_point(self.entry_spec, self.repo)
         except EntryPointError as exc:
