@@ -55,14 +55,10 @@ DESCRIBE_TIMEOUT_S, LAUNCH_TIMEOUT_S, TIME_TIMEOUT_S = 300.0, 60.0, 900.0
 
 
 def bench_device(setting: str) -> str:
-    """'cpu' or 'cuda': where the bench will run for the DEVICE setting."""
-    if setting.startswith("cuda"):
-        return "cuda"
-    if setting == "cpu":
-        return "cpu"
-    import torch
+    """'cpu' or 'cuda': where the bench will run for the DEVICE setting (``quasar.devices``)."""
+    from quasar.devices import parse_device, resolve_auto
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_auto(parse_device(setting)).kind
 
 
 class TuneStrategy:
