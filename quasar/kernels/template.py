@@ -2,8 +2,9 @@
 
 The repository has the layout every submission must have: a package ``fla/ops/quasar`` exporting
 ``chunk_quasar`` (DESIGN §2). It starts from the project's baseline: verbatim copies of the op's files
-(the definition, the chunked PyTorch path and, when present, the fast Triton kernels) plus a dispatch
-that sends CUDA tensors to the Triton kernel and everything else to the PyTorch path.
+(the definition, the chunked PyTorch path, the dispatch that sends CUDA tensors to the Triton kernel
+and everything else to the PyTorch path, and, when present, the fast Triton kernels) under an
+``__init__`` that re-exports them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 #: The op's own files; they import torch, triton and each other only, so they work anywhere.
-OP_FILES = ("alpha.py", "reference.py", "chunked.py")
+OP_FILES = ("alpha.py", "reference.py", "chunked.py", "dispatch.py")
 FAST_PACKAGE = "fast"
 TEMPLATE_AUTHOR = ("QUASAR kernel template", "template@quasar.invalid")
 
@@ -28,50 +29,16 @@ _QUASAR_INIT = '''"""QuasarAttention, the op this repository submits to the QUAS
 
 ``chunk_quasar`` is the entry point validators import (``fla.ops.quasar:chunk_quasar``). As shipped by
 ``quasar kernel init`` it runs the Triton kernels in ``fast/`` on CUDA tensors when they are present,
-and the chunked PyTorch path everywhere else. Make it faster; keep its signature and results.
+and the chunked PyTorch path everywhere else (``dispatch.py``). Make it faster; keep its signature and
+results.
 """
-
-from __future__ import annotations
-
-import importlib.util
-
-import torch
 
 from .alpha import quasar_alpha
 from .chunked import chunk_quasar_torch
+from .dispatch import chunk_quasar
 from .reference import naive_quasar
 
 __all__ = ["chunk_quasar", "chunk_quasar_torch", "naive_quasar", "quasar_alpha"]
-
-_FAST = None
-
-
-def _fast_kernel():
-    global _FAST
-    if _FAST is None:
-        _FAST = False
-        if importlib.util.find_spec("triton") is not None and importlib.util.find_spec(f"{__name__}.fast"):
-            from .fast import chunk_quasar as fast_chunk_quasar
-
-            _FAST = fast_chunk_quasar
-    return _FAST or None
-
-
-def chunk_quasar(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """QuasarAttention: ``(o [B, T, H, V] in q's dtype, final_state [N, H, K, V] fp32 or None)``."""
-    if q.is_cuda:
-        fast = _fast_kernel()
-        if fast is not None:
-            return fast(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
-    return chunk_quasar_torch(q, k, v, beta, initial_state, output_final_state, cu_seqlens)
 '''
 
 _README = """# QuasarAttention kernel submission
@@ -101,7 +68,7 @@ o_t     = S_t^T q_t
 ```
 
 `reference.py` (`naive_quasar`) is that definition, written out; `chunked.py` is a readable chunked
-PyTorch version; `fast/` (when present) holds the Triton baseline kernels. Their launch settings
+PyTorch version; `dispatch.py` picks the path for each call; `fast/` (when present) holds the Triton baseline kernels. Their launch settings
 (segment length, warps, stages) are knobs declared in `fast/tuning.py`; `fast/tuned.json` holds the
 settings tuned for each GPU, by the name `torch.cuda.get_device_name` gives, and the kernels read it at
 import (the miner's `tune` strategy searches the knobs and writes it). Validators run your commit, so

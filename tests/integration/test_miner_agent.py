@@ -75,7 +75,7 @@ def test_agent_keeps_the_faster_patch_and_discards_broken_ones(
 ) -> None:
     upstream = tmp_path / "upstream"
     init_kernel_repo(upstream)
-    init = "fla/ops/quasar/__init__.py"
+    init = "fla/ops/quasar/dispatch.py"
     # The starting kernel is correct but slow; the scripted "LLM" knows how to fix that.
     text = (upstream / init).read_text()
     (upstream / init).write_text(text.replace(CALL, SLEEP + CALL, 1))
@@ -150,5 +150,5 @@ def test_agent_keeps_the_faster_patch_and_discards_broken_ones(
     # The model saw the kernel and the earlier attempts; the key went only into the header.
     assert all(call["auth"] == f"Bearer {API_KEY}" for call in seen)
     prompt = seen[2]["body"]["messages"][1]["content"]
-    assert "fla/ops/quasar/__init__.py" in prompt and "Halve the output" in prompt
+    assert "fla/ops/quasar/dispatch.py" in prompt and "Halve the output" in prompt
     assert API_KEY not in caplog.text
