@@ -25,6 +25,7 @@ from quasar.bench.cases import correctness_cases
 from quasar.evaluation.evaluate import EvaluationOptions, EvaluationReport, evaluate
 from quasar.evaluation.sandbox import SandboxLimits, SandboxUnavailable, detect
 from quasar.kernels.template import init_kernel_repo
+from tests.integration.evaluation_helpers import containment_plan
 
 try:
     MECHANISMS = detect()
@@ -43,33 +44,44 @@ def _commit(repo: Path) -> str:
     ).stdout.strip()
 
 
+def _submit(
+    base: Path, init_source: str | None, *, wall_s: float = 90, memory_mb: int = 3072, max_pids: int = 128,
+    scratch_mb: int = 512, files: dict[str, str] | None = None, **options: object,
+) -> EvaluationReport:  # fmt: skip
+    repo = base / f"repo-{secrets.token_hex(4)}"
+    init_kernel_repo(repo)
+    if init_source is not None:
+        (repo / "fla/ops/quasar/__init__.py").write_text(textwrap.dedent(init_source))
+    for rel, text in (files or {}).items():
+        (repo / rel).write_text(text)
+    sha = _commit(repo)
+    limits = SandboxLimits(
+        wall_s=wall_s, memory_bytes=memory_mb * 2**20, max_pids=max_pids, output_bytes=64 * 2**10,
+        scratch_bytes=scratch_mb * 2**20, file_bytes=256 * 2**20, tmp_bytes=256 * 2**20,
+    )  # fmt: skip
+    opts = EvaluationOptions(dev_mode=True, quick=True, limits=limits, work_dir=str(base), **options)  # type: ignore[arg-type]
+    report = evaluate(str(repo), sha, opts)
+    # Whatever happened, the evaluation removed every directory it made, and only those.
+    assert not [p for p in base.iterdir() if p.name.startswith("quasar-")]
+    assert repo.is_dir()
+    return report
+
+
 @pytest.fixture
 def submit(tmp_path: Path) -> Callable[..., EvaluationReport]:
     """``submit(init_source, wall_s=..., memory_mb=..., files=..., **options)`` -> the evaluation report."""
 
-    def run(
-        init_source: str | None, *, wall_s: float = 90, memory_mb: int = 3072, max_pids: int = 128,
-        scratch_mb: int = 512, files: dict[str, str] | None = None, **options: object,
-    ) -> EvaluationReport:  # fmt: skip
-        repo = tmp_path / f"repo-{secrets.token_hex(4)}"
-        init_kernel_repo(repo)
-        if init_source is not None:
-            (repo / "fla/ops/quasar/__init__.py").write_text(textwrap.dedent(init_source))
-        for rel, text in (files or {}).items():
-            (repo / rel).write_text(text)
-        sha = _commit(repo)
-        limits = SandboxLimits(
-            wall_s=wall_s, memory_bytes=memory_mb * 2**20, max_pids=max_pids, output_bytes=64 * 2**10,
-            scratch_bytes=scratch_mb * 2**20, file_bytes=256 * 2**20, tmp_bytes=256 * 2**20,
-        )  # fmt: skip
-        opts = EvaluationOptions(dev_mode=True, quick=True, limits=limits, work_dir=str(tmp_path), **options)  # type: ignore[arg-type]
-        report = evaluate(str(repo), sha, opts)
-        # Whatever happened, the evaluation removed every directory it made, and only those.
-        assert not [p for p in tmp_path.iterdir() if p.name.startswith("quasar-")]
-        assert repo.is_dir()
-        return report
+    def run(init_source: str | None, **kwargs: object) -> EvaluationReport:
+        return _submit(tmp_path, init_source, **kwargs)  # type: ignore[arg-type]
 
     return run
+
+
+@pytest.fixture(scope="module")
+def template_report(tmp_path_factory: pytest.TempPathFactory) -> EvaluationReport:
+    """One evaluation of the untouched template, under the validator's own timing plan, read by the
+    tests of the full report and of the tie (they only read it)."""
+    return _submit(tmp_path_factory.mktemp("template"), None)
 
 
 def _fails(report: EvaluationReport, *reasons: str) -> None:
@@ -85,9 +97,8 @@ def _passes(report: EvaluationReport) -> None:
 # --- honest submissions --------------------------------------------------------------------------------
 
 
-def test_honest_baseline_passes_with_full_report(submit) -> None:
-    started = time.monotonic()
-    report = submit(None)
+def test_honest_baseline_passes_with_full_report(template_report: EvaluationReport) -> None:
+    report = template_report
     _passes(report)
     data = report.to_dict()
     for key in ("median_ms", "baseline_ms", "speedup", "max_rel_error", "kernel_tree_hash"):
@@ -95,7 +106,7 @@ def test_honest_baseline_passes_with_full_report(submit) -> None:
     assert len(report.cases) == len(correctness_cases("cpu")) and all(c.passed for c in report.cases)
     assert len(report.timed_checks) >= 3 and all(c.passed for c in report.timed_checks)
     assert report.evaluation_overhead_s is not None and report.kernel_seconds is not None
-    assert time.monotonic() - started < 120
+    assert report.duration_s < 120
 
 
 def test_honest_plain_pytorch_loop_passes(submit) -> None:
@@ -408,13 +419,13 @@ def test_work_moved_into_the_harness_is_charged(submit) -> None:
     _charged_at_least(submit(HOOKS_THE_HARNESS), 50.0)
 
 
-def test_untouched_template_ties_with_the_baseline(submit) -> None:
+def test_untouched_template_ties_with_the_baseline(template_report: EvaluationReport, submit) -> None:
     # The same kernel in two sandboxed workers: scored within the resolution of a shared 2-core
     # machine. A 95% interval clears 1 + WIN_MARGIN for a tie in about 1 run of 40 by construction
     # (seen here once in 16 runs), so an apparent win is evaluated again: a tie counted twice in a
-    # row would be a bias, not chance.
-    for _attempt in range(2):
-        report = submit(None)
+    # row would be a bias, not chance. The first evaluation is the one the full-report test reads.
+    for attempt in range(2):
+        report = template_report if attempt == 0 else submit(None)
         _passes(report)
         timing = report.timing
         comparison = {k: v for k, v in report.wall["comparison"].items() if k != "inside_ms"}
@@ -436,17 +447,20 @@ def test_missing_entry_point(submit) -> None:
 
 def test_hangs_at_import(submit) -> None:
     started = time.monotonic()
-    report = submit("import time\nwhile True:\n    time.sleep(1)\n", import_timeout_s=10)
+    report = submit("import time\nwhile True:\n    time.sleep(1)\n", import_timeout_s=5)
     _fails(report, "timeout")
+    assert (report.detail or "").startswith("importing the entry point"), report.detail
     assert time.monotonic() - started < 60
 
 
 def test_hangs_in_the_call(submit) -> None:
     source = "import time\n\ndef chunk_quasar(*args, **kwargs):\n    while True:\n        time.sleep(1)\n"
     started = time.monotonic()
-    report = submit(source, wall_s=40)
+    # The wall (counted from the worker's start) leaves ~10-20 s of hanging in the first call.
+    report = submit(source, wall_s=25)
     _fails(report, "timeout")
-    assert time.monotonic() - started < 80
+    assert (report.detail or "").startswith("running the correctness cases"), report.detail
+    assert time.monotonic() - started < 60
 
 
 def test_exits_mid_run(submit) -> None:
@@ -472,7 +486,7 @@ def test_a_gigabyte_of_output_is_capped(submit) -> None:
     source = "import sys\n_line = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(_line)\n" + (
         "from .chunked import chunk_quasar_torch as chunk_quasar\n"
     )
-    report = submit(source, wall_s=120)
+    report = submit(source, wall_s=120, comparison=containment_plan())
     _passes(report)
     assert "bytes of output dropped" in report.log_tail
     assert len(report.log_tail) <= 5000
@@ -526,7 +540,7 @@ def test_socket_to_loopback_is_blocked(submit, loopback_server) -> None:
         chunk_quasar = _honest
         """
     )
-    report = submit(source)
+    report = submit(source, comparison=containment_plan())
     _passes(report)
     assert received == [], received
     assert "network blocked" in report.log_tail and "NET-ESCAPE" not in report.log_tail
@@ -560,7 +574,7 @@ def test_secrets_of_the_parent_are_out_of_reach(
         chunk_quasar = _honest
         """
     )
-    report = submit(source)
+    report = submit(source, comparison=containment_plan())
     _passes(report)
     assert canary not in report.log_tail
     assert f"blocked {secret_file}" in report.log_tail
@@ -584,7 +598,7 @@ def test_writes_outside_scratch_are_contained(submit, tmp_path: Path) -> None:
         chunk_quasar = _honest
         """
     )
-    report = submit(source)
+    report = submit(source, comparison=containment_plan())
     _passes(report)
     for target in targets:
         assert not target.exists(), target

@@ -34,9 +34,11 @@ import quasar
 from quasar.evaluation import sandbox as sandbox_module
 from quasar.evaluation.evaluate import EvaluationOptions, EvaluationReport, evaluate
 from quasar.evaluation.sandbox import SandboxLimits, SandboxUnavailable, detect
+from quasar.evaluation.timed_runs import ComparisonPlan
 from quasar.kernels.template import init_kernel_repo
 from tests.failing_bwrap import STDERR as FAILING_BWRAP_STDERR
 from tests.failing_bwrap import put_failing_bwrap_first
+from tests.integration.evaluation_helpers import containment_plan
 
 HONEST = "from .chunked import chunk_quasar_torch as _honest\n"
 DESCRIBED = {"bwrap": "bwrap", "unshare": "unshare walls"}
@@ -72,7 +74,7 @@ def _commit(repo: Path) -> str:
 
 def _evaluate(
     base: Path, init_source: str, *, max_pids: int = 128, memory_mb: int = 3072, scratch_mb: int = 256,
-    cgroup_parent: str | None = None, import_timeout_s: float = 60.0,
+    cgroup_parent: str | None = None, import_timeout_s: float = 60.0, comparison: ComparisonPlan | None = None,
 ) -> EvaluationReport:  # fmt: skip
     repo = base / f"repo-{secrets.token_hex(4)}"
     init_kernel_repo(repo)
@@ -86,7 +88,7 @@ def _evaluate(
     work.mkdir(exist_ok=True)
     options = EvaluationOptions(
         dev_mode=True, quick=True, limits=limits, work_dir=str(work), cgroup_parent=cgroup_parent,
-        import_timeout_s=import_timeout_s,
+        import_timeout_s=import_timeout_s, comparison=comparison,
     )  # fmt: skip
     return evaluate(str(repo), sha, options)
 
@@ -315,7 +317,7 @@ def test_no_wall_gives_way(mode: str, host: Host) -> None:
         f"SECRET_MARK = {host.secret[:16].encode()!r}\n"
     )
     source = HONEST + prelude + ATTACK + "chunk_quasar = _honest\n"
-    report = _evaluate(host.base, source)
+    report = _evaluate(host.base, source, comparison=containment_plan())
 
     assert report.verdict == "pass", (report.reason, report.detail, report.log_tail[-3000:])
     assert report.sandbox.startswith(DESCRIBED[mode]) and "seccomp" in report.sandbox, report.sandbox
@@ -361,7 +363,7 @@ def test_private_tmp_is_capped_and_unseen(mode: str, host: Host) -> None:
         chunk_quasar = _honest
         """
     )
-    report = _evaluate(host.base, source)
+    report = _evaluate(host.base, source, comparison=containment_plan())
     assert report.verdict == "pass", (report.reason, report.detail, report.log_tail[-3000:])
     full = [line.split() for line in report.log_tail.splitlines() if line.startswith("TMP-FULL")]
     assert full and int(full[0][1]) <= 32 * 2**20, report.log_tail[-2000:]
@@ -377,7 +379,8 @@ def test_fork_bomb_is_contained(mode: str, host: Host, cgroup: str) -> None:
     parent = None if cgroup == "cgroup" else str(host.base / "no-such-cgroup")
     source = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     started = time.monotonic()
-    report = _evaluate(host.base, source, max_pids=64, cgroup_parent=parent, import_timeout_s=10)
+    # Five seconds of forking at import: the caps hold from the first fork on.
+    report = _evaluate(host.base, source, max_pids=64, cgroup_parent=parent, import_timeout_s=5)
     assert (report.verdict, report.reason) in {("fail", "process_limit"), ("fail", "timeout")}, report.detail
     assert time.monotonic() - started < 90
     assert host.untouched() == []
