@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
+# Two pytest-xdist workers, each pinned to a CPU of its own (tests/conftest.py); each module's tests run
+# on one worker in file order (loadscope), so module fixtures start once. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
 .PHONY: help venv demo test lint clean
@@ -38,7 +41,7 @@ test: $(STAMP)
 	bash scripts/test-prereqs.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS); status=$$?; \
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 lint: $(STAMP)

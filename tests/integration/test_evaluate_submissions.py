@@ -97,6 +97,9 @@ def _passes(report: EvaluationReport) -> None:
 # --- honest submissions --------------------------------------------------------------------------------
 
 
+# The tests whose numbers need a quiet machine are ``exclusive``: no other test runs beside them in a
+# parallel run (tests/conftest.py).
+@pytest.mark.exclusive
 def test_honest_baseline_passes_with_full_report(template_report: EvaluationReport) -> None:
     report = template_report
     _passes(report)
@@ -410,15 +413,18 @@ def _charged_at_least(report: EvaluationReport, extra_ms: float) -> None:
     assert timing.speedup_ci_high < 1.0 and not timing.inconclusive, timing
 
 
+@pytest.mark.exclusive
 def test_patched_timer_changes_nothing(submit) -> None:
     # Every timer inside the sandbox reads what the submission wants; none of them is the clock.
     _charged_at_least(submit(PATCHES_TIMER), 50.0)
 
 
+@pytest.mark.exclusive
 def test_work_moved_into_the_harness_is_charged(submit) -> None:
     _charged_at_least(submit(HOOKS_THE_HARNESS), 50.0)
 
 
+@pytest.mark.exclusive
 def test_untouched_template_ties_with_the_baseline(template_report: EvaluationReport, submit) -> None:
     # The same kernel in two sandboxed workers: scored within the resolution of a shared 2-core
     # machine. A 95% interval clears 1 + WIN_MARGIN for a tie in about 1 run of 40 by construction
